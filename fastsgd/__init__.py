@@ -1,0 +1,11 @@
+"""fastsgd: online SGD of two-layer networks in the hidden manifold model, with Gaussian-mixture
+latents, at the speed of the machine's GEMM (see MODEL.md)."""
+
+__version__ = "0.1.0"
+
+from fastsgd.config import ConfigError, SimConfig  # noqa: E402
+from fastsgd.io import Run, RunFileError, load  # noqa: E402
+from fastsgd.simulation import Terminated, simulate  # noqa: E402
+
+__all__ = ["ConfigError", "Run", "RunFileError", "SimConfig", "Terminated", "load", "simulate",
+           "__version__"]

@@ -1,0 +1,229 @@
+"""The simulation configuration: one frozen dataclass, validated in one place (MODEL.md §8.3)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from analysis.activations import ACTIVATIONS, FOLDS
+
+WEIGHT_SCHEMES = ("uniform", "dirichlet")
+STANDARDIZATIONS = ("none", "sample", "population", "whiten")
+PRECISIONS = ("f64", "mixed")
+INPUT_MODELS = ("hmm", "equivalent_gaussian")
+
+# Upper bounds keep every int64 step count and every memory figure far from overflow.
+MAX_DIM = 10_000_000          # N, D
+MAX_UNITS = 10_000            # K, M, m
+MAX_STEPS = 10 ** 15
+MAX_SEEDS = 100_000
+MAX_RECORDS = 1_000_000
+MAX_TEST_SIZE = 1_000_000_000
+MAX_SEED = 2 ** 63 - 1
+MAX_BLAS_THREADS = 1024
+
+
+class ConfigError(ValueError):
+    """An invalid simulation parameter; the message names it and the allowed values."""
+
+
+def parse_count(value: Any, name: str, low: int, high: int) -> int:
+    """An integer count from an int, an integral float (1e6) or a string ('1e6', '1_000_000').
+
+    Raises ConfigError naming ``name`` and the range [low, high] for anything else.
+    """
+    allowed = f"an integer in [{low}, {high}]"
+    number: Any = value
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = int(text, 10)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError:
+                raise ConfigError(f"{name} must be {allowed}, got {value!r}") from None
+    if isinstance(number, numbers.Integral):
+        result = int(number)
+    elif isinstance(number, numbers.Real):
+        x = float(number)
+        if not math.isfinite(x) or x != math.floor(x):
+            raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+        result = int(x)
+    else:
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+    if not low <= result <= high:
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+    return result
+
+
+def _real(value: Any, name: str, *, minimum: float, strict: bool = False) -> float:
+    relation = ">" if strict else ">="
+    allowed = f"a finite number {relation} {minimum:g}"
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+    try:
+        x = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}") from None
+    if not math.isfinite(x) or x < minimum or (strict and x == minimum):
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+    return x
+
+
+def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything that determines a simulation's results (MODEL.md §3.2, §8.3).
+
+    Validated on creation; invalid values raise :class:`ConfigError`. Counts accept integral
+    floats and strings such as ``1e6`` or ``"1_000_000"``; ``block_size=None`` becomes D, and
+    explicit ``weights`` become a tuple of m floats normalised to sum 1.
+    """
+
+    N: int = 1000
+    D: int = 500
+    K: int = 2
+    M: int = 2
+    m: int = 1
+    alpha: float = 0.0
+    block_size: int | None = None
+    weights: str | tuple[float, ...] = "uniform"
+    standardize: str = "none"
+    f: str = "sign"
+    g: str = "erf"
+    lr: float = 0.2
+    train_second_layer: bool = True
+    steps: int = 1_000_000
+    seeds: int = 1
+    seed: int = 0
+    records: int = 200
+    test_size: int = 10_000
+    precision: str = "f64"
+    sigma: float = 0.0
+    sample_seed: int | None = None
+    input_model: str = "hmm"
+    first_seed_index: int = 0
+    blas_threads: int = 1
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in ("N", "D"):
+            set_(self, name, parse_count(getattr(self, name), name, 1, MAX_DIM))
+        for name in ("K", "M", "m"):
+            set_(self, name, parse_count(getattr(self, name), name, 1, MAX_UNITS))
+        set_(self, "steps", parse_count(self.steps, "steps", 1, MAX_STEPS))
+        set_(self, "seeds", parse_count(self.seeds, "seeds", 1, MAX_SEEDS))
+        set_(self, "records", parse_count(self.records, "records", 2, MAX_RECORDS))
+        set_(self, "test_size", parse_count(self.test_size, "test_size", 1, MAX_TEST_SIZE))
+        set_(self, "blas_threads",
+             parse_count(self.blas_threads, "blas_threads", 1, MAX_BLAS_THREADS))
+        set_(self, "seed", parse_count(self.seed, "seed", 0, MAX_SEED))
+        set_(self, "first_seed_index",
+             parse_count(self.first_seed_index, "first_seed_index", 0, MAX_SEED - MAX_SEEDS))
+        if self.sample_seed is not None:
+            set_(self, "sample_seed", parse_count(self.sample_seed, "sample_seed", 0, MAX_SEED))
+        set_(self, "alpha", _real(self.alpha, "alpha", minimum=0.0))
+        set_(self, "lr", _real(self.lr, "lr", minimum=0.0, strict=True))
+        set_(self, "sigma", _real(self.sigma, "sigma", minimum=0.0))
+        if self.block_size is None:
+            set_(self, "block_size", self.D)
+        else:
+            block = parse_count(self.block_size, "block_size", 1, self.D)
+            if self.D % block:
+                raise ConfigError(f"block_size must divide D = {self.D}, got {block}")
+            set_(self, "block_size", block)
+        set_(self, "weights", self._validated_weights())
+        _choice(self.standardize, "standardize", STANDARDIZATIONS)
+        _choice(self.f, "f", FOLDS)
+        _choice(self.g, "g", ACTIVATIONS)
+        _choice(self.precision, "precision", PRECISIONS)
+        _choice(self.input_model, "input_model", INPUT_MODELS)
+        if not isinstance(self.train_second_layer, bool):
+            raise ConfigError("train_second_layer must be True or False, "
+                              f"got {self.train_second_layer!r}")
+        if self.standardize == "sample" and self.D < 2:
+            raise ConfigError("standardize = sample needs D >= 2, got D = 1")
+        if self.blas_threads > 1 and self.seeds > 1:
+            raise ConfigError(f"blas_threads > 1 is allowed only with seeds = 1 "
+                              f"(got seeds = {self.seeds}); seeds run in parallel instead")
+
+    def _validated_weights(self) -> str | tuple[float, ...]:
+        w = self.weights
+        if isinstance(w, str):
+            return _choice(w, "weights", WEIGHT_SCHEMES)
+        allowed = f"uniform, dirichlet or a list of m = {self.m} non-negative numbers"
+        try:
+            values = [float(x) for x in w]
+        except (TypeError, ValueError):
+            raise ConfigError(f"weights must be {allowed}, got {w!r}") from None
+        if (len(values) != self.m or any(isinstance(x, bool) for x in w)
+                or not all(math.isfinite(x) and x >= 0 for x in values)):
+            raise ConfigError(f"weights must be {allowed}, got {w!r}")
+        total = math.fsum(values)
+        if total <= 0:
+            raise ConfigError(f"weights must have a positive sum, got {w!r}")
+        return tuple(x / total for x in values)
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def delta(self) -> float:
+        """δ = D/N."""
+        return self.D / self.N
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of independent latent blocks per sample, D/B."""
+        return self.D // self.block_size
+
+    @property
+    def sample_entropy(self) -> int:
+        """Entropy of the data streams (s,4,·) and (s,5,·): ``sample_seed``, else ``seed``."""
+        return self.seed if self.sample_seed is None else self.sample_seed
+
+    @property
+    def seed_indices(self) -> range:
+        return range(self.first_seed_index, self.first_seed_index + self.seeds)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if isinstance(out["weights"], tuple):
+            out["weights"] = list(out["weights"])
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SimConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}")
+        values = dict(data)
+        if isinstance(values.get("weights"), list):
+            values["weights"] = tuple(values["weights"])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SimConfig":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> "SimConfig":
+        """A copy with some fields changed (validated again)."""
+        data = self.to_dict()
+        if "D" in changes and "block_size" not in changes and self.block_size == self.D:
+            data["block_size"] = None
+        data.update(changes)
+        return SimConfig.from_dict(data)

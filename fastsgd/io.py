@@ -1,0 +1,257 @@
+"""The HDF5 run file: layout, writer and loader (MODEL.md §8.2).
+
+Every dataset is created at full size before the first step (floats filled with NaN), each record
+is written and flushed as it is made, and no dataset records a modification time, so a killed
+writer leaves every flushed record readable and equal runs give bitwise-equal datasets.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from analysis.ode import HmmInitialState
+from fastsgd.config import ConfigError, SimConfig
+
+FORMAT_VERSION = 1
+CREATOR = "fastsgd"
+STATUSES = ("pending", "running", "ok", "diverged", "interrupted")
+STATUS_DTYPE = "S12"
+
+
+class RunFileError(ValueError):
+    """A file that is not a readable fastsgd run; the message names the file and the problem."""
+
+
+def record_steps(steps: int, records: int) -> np.ndarray:
+    """Record steps: sorted unique {0} ∪ rint(geomspace(1, steps, records − 1)) (MODEL.md §3.4)."""
+    grid = np.rint(np.geomspace(1, steps, records - 1)).astype(np.int64)
+    return np.unique(np.concatenate([np.zeros(1, dtype=np.int64), grid]))
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment_attributes() -> dict[str, str]:
+    """Versions and machine facts that bitwise reproducibility depends on."""
+    import numba
+    import scipy
+    from threadpoolctl import threadpool_info
+
+    from fastsgd import __version__
+
+    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('filepath')})"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    attrs = {
+        "fastsgd_version": __version__,
+        "python_version": platform.python_version(),
+        "numpy_version": np.__version__,
+        "numba_version": numba.__version__,
+        "scipy_version": scipy.__version__,
+        "h5py_version": h5py.__version__,
+        "blas": "; ".join(blas) or "unknown",
+        "cpu_model": _cpu_model(),
+    }
+    if "OPENBLAS_CORETYPE" in os.environ:
+        attrs["OPENBLAS_CORETYPE"] = os.environ["OPENBLAS_CORETYPE"]
+    return attrs
+
+
+def dataset_shapes(cfg: SimConfig, n_t: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name → (shape, dtype) of every dataset of a run file."""
+    S, K, M, N, D, m = cfg.seeds, cfg.K, cfg.M, cfg.N, cfg.D, cfg.m
+    f8, i8 = "f8", "i8"
+    return {
+        "seed_index": ((S,), i8),
+        "step": ((n_t,), i8), "t": ((n_t,), f8),
+        "Q": ((S, n_t, K, K), f8), "R": ((S, n_t, K, M), f8), "T": ((S, M, M), f8),
+        "v": ((S, n_t, K), f8), "A": ((S, M), f8),
+        "W": ((S, n_t, K, K), f8), "Sigma": ((S, n_t, K, K), f8),
+        "eg": ((S, n_t), f8), "eg_mc": ((S, n_t), f8),
+        "empirical/Q": ((S, n_t, K, K), f8), "empirical/R": ((S, n_t, K, M), f8),
+        "empirical/T": ((S, n_t, M, M), f8), "empirical/lambda_mean": ((S, n_t, K), f8),
+        "empirical/nu_mean": ((S, M), f8),
+        "n_records": ((S,), i8), "diverged_step": ((S,), i8), "status": ((S,), STATUS_DTYPE),
+        "mixture/means": ((S, m, D), f8), "mixture/weights": ((S, m), f8),
+        "final/w": ((S, K, N), f8), "final/v": ((S, K), f8),
+        "initial_state/rhos": ((S, D), f8), "initial_state/r": ((S, K, M, D), f8),
+        "initial_state/sigma": ((S, K, K, D), f8), "initial_state/omega": ((S, M, D), f8),
+        "initial_state/W": ((S, K, K), f8), "initial_state/T": ((S, M, M), f8),
+        "initial_state/T_tilde": ((S, M, M), f8), "initial_state/v": ((S, K), f8),
+        "initial_state/A": ((S, M), f8),
+    }
+
+
+#: Per-record datasets: name → key of the record dictionary.
+RECORD_DATASETS = {
+    "Q": "Q", "R": "R", "v": "v", "W": "W", "Sigma": "Sigma", "eg": "eg", "eg_mc": "eg_mc",
+    "empirical/Q": "emp_Q", "empirical/R": "emp_R", "empirical/T": "emp_T",
+    "empirical/lambda_mean": "lambda_mean",
+}
+
+
+class RunWriter:
+    """Creates a run file with every dataset allocated, then writes and flushes records.
+
+    Thread-safe: seeds running in parallel threads share one writer.
+    """
+
+    def __init__(self, path: Path, cfg: SimConfig, steps: np.ndarray, gen_block: int,
+                 command_line: str, overwrite: bool) -> None:
+        self.path = Path(path)
+        self.lock = threading.Lock()
+        if overwrite and self.path.exists():
+            self.path.unlink()
+        self.file = h5py.File(self.path, "w-")
+        attrs = self.file.attrs
+        attrs["creator"] = CREATOR
+        attrs["format_version"] = FORMAT_VERSION
+        attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        attrs["command_line"] = command_line
+        attrs["config"] = cfg.to_json()
+        attrs["gen_block"] = gen_block
+        for key, value in environment_attributes().items():
+            attrs[key] = value
+        n_t = steps.shape[0]
+        for name, (shape, dtype) in dataset_shapes(cfg, n_t).items():
+            if dtype == STATUS_DTYPE:
+                data = np.full(shape, b"pending", dtype=dtype)
+            elif dtype == "i8":
+                data = np.full(shape, -1 if name == "diverged_step" else 0, dtype=dtype)
+            else:
+                data = np.full(shape, np.nan)
+            fill = data.flat[0] if data.size else None
+            self.file.create_dataset(name, data=data, track_times=False, fillvalue=fill)
+        self.file["seed_index"][...] = np.asarray(cfg.seed_indices, dtype=np.int64)
+        self.file["step"][...] = steps
+        self.file["t"][...] = steps / cfg.N
+        self.file.flush()
+
+    def write(self, i: int, values: dict[str, np.ndarray]) -> None:
+        """Write per-seed datasets ``{name: value}`` for seed position i and flush."""
+        with self.lock:
+            for name, value in values.items():
+                self.file[name][i] = value
+            self.file.flush()
+
+    def write_record(self, i: int, row: int, record: dict[str, np.ndarray | float]) -> None:
+        """Write record ``row`` of seed position i, bump n_records and flush."""
+        with self.lock:
+            for name, key in RECORD_DATASETS.items():
+                self.file[name][i, row] = record[key]
+            self.file["n_records"][i] = row + 1
+            self.file.flush()
+
+    def set_status(self, i: int, status: str, diverged_step: int | None = None) -> None:
+        assert status in STATUSES
+        with self.lock:
+            self.file["status"][i] = status.encode("ascii")
+            if diverged_step is not None:
+                self.file["diverged_step"][i] = diverged_step
+            self.file.flush()
+
+    def statuses(self) -> list[str]:
+        with self.lock:
+            return [s.decode("ascii") for s in self.file["status"][...]]
+
+    def close(self) -> None:
+        with self.lock:
+            if self.file.id.valid:
+                self.file.close()
+
+
+@dataclass
+class Run:
+    """A run file loaded into memory (MODEL.md §8.3). Arrays have a leading seed axis S."""
+
+    path: Path
+    config: SimConfig
+    attrs: dict
+    seed_index: np.ndarray
+    step: np.ndarray
+    t: np.ndarray
+    Q: np.ndarray
+    R: np.ndarray
+    T: np.ndarray
+    v: np.ndarray
+    A: np.ndarray
+    W: np.ndarray
+    Sigma: np.ndarray
+    eg: np.ndarray
+    eg_mc: np.ndarray
+    empirical: dict[str, np.ndarray]
+    n_records: np.ndarray
+    status: list[str]
+    diverged_step: np.ndarray
+    mixture_means: np.ndarray
+    mixture_weights: np.ndarray
+    final_w: np.ndarray
+    final_v: np.ndarray
+    initial: dict[str, np.ndarray] = field(repr=False)
+
+    def initial_state(self, seed_index: int) -> HmmInitialState:
+        """The HMM ODE's initial state of the seed at position ``seed_index`` in this file."""
+        if not 0 <= seed_index < len(self.status):
+            raise IndexError(f"seed_index must be in [0, {len(self.status) - 1}], "
+                             f"got {seed_index}")
+        i = seed_index
+        return HmmInitialState(
+            rhos=self.initial["rhos"][i], r=self.initial["r"][i], sigma=self.initial["sigma"][i],
+            W=self.initial["W"][i], T=self.initial["T"][i], T_tilde=self.initial["T_tilde"][i],
+            v=self.initial["v"][i], A=self.initial["A"][i], omega=self.initial["omega"][i])
+
+
+def load(path: str | os.PathLike) -> Run:
+    """Load a fastsgd run file eagerly into a :class:`Run`.
+
+    Raises :class:`RunFileError` naming the file if it is missing, not HDF5, not a fastsgd run,
+    of an unsupported format_version, or truncated.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunFileError(f"{path}: no such file")
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise RunFileError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with fh:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in fh.attrs.items()}
+        if attrs.get("creator") != CREATOR:
+            raise RunFileError(f"{path}: not a fastsgd run file (no creator='fastsgd' attribute)")
+        version = attrs.get("format_version")
+        if version != FORMAT_VERSION:
+            raise RunFileError(f"{path}: unsupported format_version {version!r} "
+                               f"(this fastsgd reads {FORMAT_VERSION})")
+        try:
+            config = SimConfig.from_json(attrs["config"])
+            data = {name: fh[name][...] for name in dataset_shapes(config, 0)}
+        except (KeyError, OSError, ValueError, ConfigError, json.JSONDecodeError) as exc:
+            raise RunFileError(f"{path}: damaged or truncated fastsgd run file ({exc})") from None
+    return Run(
+        path=path, config=config, attrs=attrs, seed_index=data["seed_index"],
+        step=data["step"], t=data["t"], Q=data["Q"], R=data["R"], T=data["T"], v=data["v"],
+        A=data["A"], W=data["W"], Sigma=data["Sigma"], eg=data["eg"], eg_mc=data["eg_mc"],
+        empirical={k.split("/", 1)[1]: data[k] for k in data if k.startswith("empirical/")},
+        n_records=data["n_records"],
+        status=[s.decode("ascii") for s in data["status"]],
+        diverged_step=data["diverged_step"],
+        mixture_means=data["mixture/means"], mixture_weights=data["mixture/weights"],
+        final_w=data["final/w"], final_v=data["final/v"],
+        initial={k.split("/", 1)[1]: data[k] for k in data if k.startswith("initial_state/")},
+    )

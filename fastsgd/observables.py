@@ -1,0 +1,109 @@
+"""Observables recorded along a trajectory (MODEL.md §4).
+
+- :func:`order_parameters`: the Gaussian-equivalent W, Σ, Q, R (exact functions of the weights).
+- :func:`test_set_statistics`: ε_g by Monte Carlo and the empirical field covariances.
+- :func:`spectral_initial_state`: the HMM ODE's initial state from the eigendecomposition of FᵀF/N.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from analysis.activations import activation
+from analysis.ode import HmmInitialState
+
+
+def teacher_overlap(teacher: np.ndarray) -> np.ndarray:
+    """T = W̃ W̃ᵀ/D."""
+    return teacher @ teacher.T / teacher.shape[1]
+
+
+def order_parameters(w: np.ndarray, features: np.ndarray, teacher: np.ndarray, b: float,
+                     zeta: float) -> dict[str, np.ndarray]:
+    """Gaussian-equivalent order parameters (MODEL.md §4.1).
+
+    W = w wᵀ/N, S = w F/√N (K × D), Σ = S Sᵀ/D, Q = ζ W + b² Σ, R = (b/D) S W̃ᵀ.
+    """
+    N, D = features.shape
+    W = w @ w.T / N
+    S = w @ features / math.sqrt(N)
+    Sigma = S @ S.T / D
+    return {"W": W, "Sigma": Sigma, "Q": zeta * W + b * b * Sigma,
+            "R": (b / D) * (S @ teacher.T)}
+
+
+_FIELD_CHUNK = 2048
+
+
+def student_fields(X: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """λ = X wᵀ/√N for test inputs X (P × N): float64, or int8 (exact sign inputs, converted to
+    float64 chunk by chunk before the BLAS product)."""
+    P, N = X.shape
+    if X.dtype != np.int8:
+        return X @ w.T / math.sqrt(N)
+    out = np.empty((P, w.shape[0]))
+    for start in range(0, P, _FIELD_CHUNK):
+        stop = min(start + _FIELD_CHUNK, P)
+        np.dot(X[start:stop].astype(np.float64), w.T, out=out[start:stop])
+    return out / math.sqrt(N)
+
+
+@njit(cache=True, nogil=True)
+def network_output(fields, weights, g_code, out):
+    """Σ_k weights_k g(fields[p, k]) for every row p."""
+    P, K = fields.shape
+    for p in range(P):
+        acc = 0.0
+        for k in range(K):
+            acc += weights[k] * activation(fields[p, k], g_code)
+        out[p] = acc
+    return out
+
+
+def centred_covariance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(1/P) Σ_μ (a^μ − ā)(b^μ − b̄)ᵀ."""
+    return (a - a.mean(axis=0)).T @ (b - b.mean(axis=0)) / a.shape[0]
+
+
+def test_set_statistics(lam: np.ndarray, nu: np.ndarray, y: np.ndarray, v: np.ndarray,
+                        g_code: int) -> dict[str, np.ndarray | float]:
+    """ε_g by Monte Carlo and the empirical field statistics on the test set (MODEL.md §4.2–4.3).
+
+    eg_mc = (1/2P) Σ_μ (ŷ^μ − y^μ)² with the noiseless labels y; Q, R, T the centred covariances
+    of (λ, λ), (λ, ν), (ν, ν); lambda_mean the mean of λ.
+    """
+    yhat = network_output(lam, v, g_code, np.empty(lam.shape[0]))
+    diff = yhat - y
+    return {"eg_mc": 0.5 * float(diff @ diff) / lam.shape[0],
+            "Q": centred_covariance(lam, lam), "R": centred_covariance(lam, nu),
+            "T": centred_covariance(nu, nu), "lambda_mean": lam.mean(axis=0)}
+
+
+def spectral_initial_state(features: np.ndarray, w: np.ndarray, teacher: np.ndarray,
+                           v: np.ndarray, A: np.ndarray, with_omega: bool = True
+                           ) -> HmmInitialState:
+    """The HMM ODE's initial state from the seed's exact weights (MODEL.md §4.4).
+
+    Ω = FᵀF/N = Σ_τ ρ_τ e_τ e_τᵀ (eigh, ascending); Γ_kτ = S_k·e_τ, ω_nτ = W̃_n·e_τ;
+    r^{kn}(ρ_τ) = Γ_kτ ω_nτ, σ^{kl}(ρ_τ) = Γ_kτ Γ_lτ, T̃ = W̃ΩW̃ᵀ/D.
+    """
+    N, D = features.shape
+    omega_matrix = features.T @ features / N
+    rhos, vectors = np.linalg.eigh(omega_matrix)
+    S = w @ features / math.sqrt(N)
+    gamma = S @ vectors                       # (K, D)
+    omega = teacher @ vectors                 # (M, D)
+    return HmmInitialState(
+        rhos=rhos,
+        r=gamma[:, None, :] * omega[None, :, :],
+        sigma=gamma[:, None, :] * gamma[None, :, :],
+        W=w @ w.T / N,
+        T=teacher_overlap(teacher),
+        T_tilde=teacher @ omega_matrix @ teacher.T / D,
+        v=v.copy(),
+        A=A.copy(),
+        omega=omega if with_omega else None,
+    )

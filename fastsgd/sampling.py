@@ -1,0 +1,190 @@
+"""Latent sampling: Gaussian mixtures, block labels and standardization (MODEL.md §2.1–2.2).
+
+The Python functions here compute the per-seed mixture constants (means, weights, exact moments,
+whitening factors); the ``@njit`` kernel :func:`sample_latent_block` draws a block of latents from
+the seed's own Generators and standardizes them in place, O(D·m) per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+STANDARDIZE_CODES = {"none": 0, "sample": 1, "population": 2, "whiten": 3}
+STD_NONE, STD_SAMPLE, STD_POPULATION, STD_WHITEN = range(4)
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """Constants of one seed's latent law (MODEL.md §2.1).
+
+    Attributes
+    ----------
+    means : (m, D) component means μ_i, entries ~ U[−α, α).
+    weights : (m,) component weights p_i, summing to 1.
+    block_size : B, the number of consecutive coordinates that share one label.
+    mean : (D,) exact mean μ̄ = Σ_i p_i μ_i.
+    std : (D,) exact coordinate standard deviation s_r = √(1 + Σ_i p_i (μ_{i,r} − μ̄_r)²).
+    whiten_vectors : (D/B, B, m) left singular vectors U_b of V_b (zero columns past the rank).
+    whiten_shifts : (D/B, m) (1 + s_b²)^{−1/2} − 1 for the singular values s_b of V_b.
+    """
+
+    means: np.ndarray
+    weights: np.ndarray
+    block_size: int
+    mean: np.ndarray
+    std: np.ndarray
+    whiten_vectors: np.ndarray
+    whiten_shifts: np.ndarray
+
+    @property
+    def cumulative_weights(self) -> np.ndarray:
+        return np.cumsum(self.weights)
+
+    def covariance(self) -> np.ndarray:
+        """Exact covariance Σ_c = blockdiag(I_B + V_b V_bᵀ) (D × D)."""
+        D = self.means.shape[1]
+        B = self.block_size
+        cov = np.eye(D)
+        for b in range(D // B):
+            V = block_factor(self.means[:, b * B:(b + 1) * B], self.weights)
+            cov[b * B:(b + 1) * B, b * B:(b + 1) * B] += V @ V.T
+        return cov
+
+
+def draw_mixture(rng: np.random.Generator, m: int, alpha: float, D: int,
+                 weights: str | tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Means and weights from the mixture stream (s,2), in the order of MODEL.md §3.3.
+
+    μ = uniform(−α, α, (m, D)); then p = dirichlet(ones(m)) if weights = "dirichlet", otherwise
+    p_i = 1/m (uniform) or the explicit weights normalised by their sum.
+    """
+    means = rng.uniform(-alpha, alpha, (m, D))
+    if weights == "dirichlet":
+        p = rng.dirichlet(np.ones(m))
+    elif weights == "uniform":
+        p = np.full(m, 1.0 / m)
+    else:
+        p = np.asarray(weights, dtype=np.float64)
+        p = p / p.sum()
+    return means, p
+
+
+def block_factor(block_means: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """V_b (B × m): columns √p_i (μ_{i,b} − μ̄_b), so that Σ_b = I_B + V_b V_bᵀ."""
+    centred = block_means - weights @ block_means
+    return (centred * np.sqrt(weights)[:, None]).T
+
+
+def mixture_moments(means: np.ndarray, weights: np.ndarray, block_size: int) -> Mixture:
+    """Exact moments and whitening factors of the block mixture (MODEL.md §2.1–2.2).
+
+    Whitening per block: with the thin SVD V_b = U_b diag(s_b) Z_bᵀ,
+    Σ_b^{−1/2} = I_B + U_b diag((1 + s_b²)^{−1/2} − 1) U_bᵀ.
+    """
+    m, D = means.shape
+    B = block_size
+    mean = weights @ means
+    std = np.sqrt(1.0 + weights @ (means - mean) ** 2)
+    n_blocks = D // B
+    vectors = np.zeros((n_blocks, B, m))
+    shifts = np.zeros((n_blocks, m))
+    if m > 1:
+        for b in range(n_blocks):
+            U, s, _ = np.linalg.svd(block_factor(means[:, b * B:(b + 1) * B], weights),
+                                    full_matrices=False)
+            rank = s.shape[0]
+            vectors[b, :, :rank] = U
+            shifts[b, :rank] = 1.0 / np.sqrt(1.0 + s * s) - 1.0
+    return Mixture(means=means, weights=weights, block_size=B, mean=mean, std=std,
+                   whiten_vectors=vectors, whiten_shifts=shifts)
+
+
+@njit(cache=True, nogil=True)
+def standardize_latent(c, code, mean, inv_std, whiten_vectors, whiten_shifts, scratch):
+    """Standardize one latent c (D,) in place (MODEL.md §2.2).
+
+    sample:     c ← (c − c̄)/s over the sample's own coordinates, 1/D normalisation.
+    population: c_r ← (c_r − μ̄_r)/s_r.
+    whiten:     c ← Σ_c^{−1/2}(c − μ̄), per block c_b ← c_b + U_b diag(shift_b) U_bᵀ c_b.
+    ``scratch`` holds at least m floats.
+    """
+    D = c.shape[0]
+    if code == STD_SAMPLE:
+        total = 0.0
+        for r in range(D):
+            total += c[r]
+        centre = total / D
+        ss = 0.0
+        for r in range(D):
+            d = c[r] - centre
+            ss += d * d
+        inv_s = 1.0 / np.sqrt(ss / D)
+        for r in range(D):
+            c[r] = (c[r] - centre) * inv_s
+    elif code == STD_POPULATION:
+        for r in range(D):
+            c[r] = (c[r] - mean[r]) * inv_std[r]
+    elif code == STD_WHITEN:
+        for r in range(D):
+            c[r] -= mean[r]
+        n_blocks, B, m = whiten_vectors.shape
+        for b in range(n_blocks):
+            base = b * B
+            for j in range(m):
+                proj = 0.0
+                for q in range(B):
+                    proj += whiten_vectors[b, q, j] * c[base + q]
+                scratch[j] = proj * whiten_shifts[b, j]
+            for q in range(B):
+                acc = 0.0
+                for j in range(m):
+                    acc += whiten_vectors[b, q, j] * scratch[j]
+                c[base + q] += acc
+
+
+@njit(cache=True, nogil=True)
+def sample_mixture_latent(rng_latent, rng_labels, out, means, cumulative_weights, block_size,
+                          std_code, mean, inv_std, whiten_vectors, whiten_shifts):
+    """Fill ``out`` (n, D) with n latents, drawn and standardized sample by sample.
+
+    Per sample: z = standard_normal(D) from the latent stream; if m > 1, one label per block,
+    J_b = min(searchsorted(cumsum(p), u_b, side="right"), m − 1) with u_b = random() from the
+    label stream; c_r = μ_{J_b, r} + z_r; then standardization (MODEL.md §2.1–2.2).
+    ``out`` may be float32 (mixed precision): the latent is built in float64 and rounded once.
+    """
+    n, D = out.shape
+    m = means.shape[0]
+    n_blocks = D // block_size
+    c = np.empty(D)
+    scratch = np.empty(m)
+    for s in range(n):
+        for r in range(D):
+            c[r] = rng_latent.standard_normal()
+        if m > 1:
+            for b in range(n_blocks):
+                u = rng_labels.random()
+                label = 0
+                while label < m - 1 and cumulative_weights[label] <= u:
+                    label += 1
+                base = b * block_size
+                for q in range(block_size):
+                    c[base + q] += means[label, base + q]
+        else:
+            for r in range(D):
+                c[r] += means[0, r]
+        if std_code != STD_NONE:
+            standardize_latent(c, std_code, mean, inv_std, whiten_vectors, whiten_shifts,
+                               scratch)
+        for r in range(D):
+            out[s, r] = c[r]
+
+
+@njit(cache=True, nogil=True)
+def fill_standard_normal(rng, out):
+    """Fill ``out`` (any shape, C-contiguous) with standard normals from ``rng``, in order."""
+    flat = out.ravel()
+    for i in range(flat.shape[0]):
+        flat[i] = rng.standard_normal()
