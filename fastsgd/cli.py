@@ -1,0 +1,184 @@
+"""The ``fastsgd`` command line: a thin layer over :func:`fastsgd.simulate` (MODEL.md §8.1).
+
+Errors in what the user typed end the process with one stderr line and exit code 2; nothing is
+written then. Exit codes: 0 all seeds ok, 2 bad input, 3 a seed diverged, 130 SIGINT, 143 SIGTERM.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from analysis.activations import ACTIVATIONS, FOLDS
+from fastsgd.config import (INPUT_MODELS, MAX_DIM, MAX_RECORDS, MAX_SEED, MAX_SEEDS, MAX_STEPS,
+                            MAX_TEST_SIZE, MAX_UNITS, PRECISIONS, STANDARDIZATIONS,
+                            WEIGHT_SCHEMES, ConfigError, SimConfig, parse_count)
+
+EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_SIGINT, EXIT_SIGTERM = 0, 2, 3, 130, 143
+
+
+class Count(click.ParamType):
+    """An integer count written as 1000000, 1_000_000 or 1e6 (1.5 is refused)."""
+
+    name = "count"
+
+    def __init__(self, low: int = 1, high: int = MAX_STEPS) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_count(value, param.name if param else "value", self.low, self.high)
+        except ConfigError as exc:
+            self.fail(str(exc).split(" must be ", 1)[-1].join(["must be ", ""]), param, ctx)
+
+
+class Real(click.ParamType):
+    """A finite float (nan and inf are refused here; ranges are checked by SimConfig)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        try:
+            x = float(value)
+        except ValueError:
+            self.fail(f"must be a finite number, got {value!r}", param, ctx)
+        if x != x or x in (float("inf"), float("-inf")):
+            self.fail(f"must be a finite number, got {value!r}", param, ctx)
+        return x
+
+
+def _choice(values) -> click.Choice:
+    return click.Choice(list(values), case_sensitive=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fastsgd")
+def cli() -> None:
+    """Online SGD of two-layer networks in the hidden manifold model (fastsgd)."""
+
+
+@cli.command()
+@click.option("--N", "-N", "N", type=Count(1, MAX_DIM), default=1000, show_default=True,
+              help="Input dimension N.")
+@click.option("--D", "-D", "D", type=Count(1, MAX_DIM), default=500, show_default=True,
+              help="Latent dimension D.")
+@click.option("-K", "K", type=Count(1, MAX_UNITS), default=2, show_default=True,
+              help="Student hidden units K.")
+@click.option("-M", "M", type=Count(1, MAX_UNITS), default=2, show_default=True,
+              help="Teacher hidden units M.")
+@click.option("--m", "m", type=Count(1, MAX_UNITS), default=1, show_default=True,
+              help="Mixture components of the latent (not M, the teacher's units).")
+@click.option("--alpha", "alpha", type=Real(), default=0.0, show_default=True,
+              help="Spread of the mixture means, entries ~ U[-alpha, alpha) "
+                   "(not the time/sample ratio of other papers).")
+@click.option("--block-size", "block_size", type=Count(1, MAX_DIM), default=None,
+              help="Coordinates sharing one mixture label; must divide D.  [default: D]")
+@click.option("--weights", type=_choice(WEIGHT_SCHEMES), default="uniform", show_default=True,
+              help="Mixture weights.")
+@click.option("--standardize", type=_choice(STANDARDIZATIONS), default="none",
+              show_default=True, help="Standardization of each latent.")
+@click.option("--f", "f", type=_choice(FOLDS), default="sign", show_default=True,
+              help="Folding function of the inputs x = f(Fc/sqrt(D)).")
+@click.option("--g", "g", type=_choice(ACTIVATIONS), default="erf", show_default=True,
+              help="Activation of student and teacher.")
+@click.option("--lr", type=Real(), default=0.2, show_default=True, help="Learning rate eta.")
+@click.option("--first-layer-only", is_flag=True, help="Keep v = 1 fixed; train only w.")
+@click.option("--steps", type=Count(1, MAX_STEPS), default=1_000_000, show_default=True,
+              help="SGD steps (one fresh sample each); t = steps/N.")
+@click.option("--seeds", type=Count(1, MAX_SEEDS), default=1, show_default=True,
+              help="Number of seed indices in the file.")
+@click.option("--seed", type=Count(0, MAX_SEED), default=0, show_default=True,
+              help="Entropy of every random stream.")
+@click.option("--threads", type=Count(1, MAX_SEEDS), default=None,
+              help="Seeds run concurrently, one BLAS thread each.  [default: min(seeds, cores)]")
+@click.option("--records", type=Count(2, MAX_RECORDS), default=200, show_default=True,
+              help="Log-spaced record steps (before de-duplication).")
+@click.option("--test-size", "test_size", type=Count(1, MAX_TEST_SIZE), default=10_000,
+              show_default=True, help="Test-set size for eg_mc and the empirical covariances.")
+@click.option("--precision", type=_choice(PRECISIONS), default="f64", show_default=True,
+              help="f64, or mixed: input GEMM in float32, SGD in float64.")
+@click.option("--sigma", type=Real(), default=0.0, show_default=True,
+              help="Output noise on the training labels.")
+@click.option("--sample-seed", "sample_seed", type=Count(0, MAX_SEED), default=None,
+              help="Entropy of the data streams only (same F, teacher, student).  [default: seed]")
+@click.option("--input-model", "input_model", type=_choice(INPUT_MODELS), default="hmm",
+              show_default=True, help="hmm, or the equivalent Gaussian model of the inputs.")
+@click.option("--first-seed-index", "first_seed_index", type=Count(0, MAX_SEED - MAX_SEEDS),
+              default=0, show_default=True, help="Index of the first seed (re-run one seed).")
+@click.option("--blas-threads", "blas_threads", type=Count(1, 1024), default=1,
+              show_default=True, help="BLAS threads for a single seed (not bitwise reproducible).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Output HDF5 file.  [default: a parameter-derived name in data/]")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+def simulate(threads, out, overwrite, quiet, first_layer_only, **fields) -> None:
+    """Simulate online SGD and write the trajectories to an HDF5 file."""
+    import fastsgd
+
+    cfg = SimConfig(train_second_layer=not first_layer_only, **fields)
+    show_progress = not quiet and sys.stderr.isatty()
+    command_line = shlex.join(["fastsgd"] + sys.argv[1:])
+    run = fastsgd.simulate(cfg, out=out, overwrite=overwrite, threads=threads,
+                           progress=show_progress, command_line=command_line)
+    diverged = [f"{int(run.seed_index[i])} (step {int(run.diverged_step[i])})"
+                for i, s in enumerate(run.status) if s == "diverged"]
+    if not quiet:
+        click.echo(f"wrote {run.path}")
+    if diverged:
+        click.echo(f"fastsgd simulate: seed index(es) diverged: {', '.join(diverged)}; "
+                   f"lower --lr", err=True)
+        raise SystemExit(EXIT_DIVERGED)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fastsgd`` script; returns (and exits with) the exit code."""
+    import fastsgd
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = args[0] if args and not args[0].startswith("-") else ""
+    prefix = f"fastsgd {command}".strip()
+    try:
+        cli.main(args=args, prog_name="fastsgd", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.UsageError as exc:
+        hint = f" (see 'fastsgd {command} --help')" if command else " (see 'fastsgd --help')"
+        click.echo(f"{prefix}: error: {_one_line(exc.format_message())}{hint}", err=True)
+        code = EXIT_USAGE
+    except click.ClickException as exc:
+        click.echo(f"{prefix}: error: {_one_line(exc.format_message())}", err=True)
+        code = EXIT_USAGE
+    except click.Abort:
+        code = EXIT_SIGINT
+    except (ConfigError, FileExistsError, fastsgd.RunFileError) as exc:
+        click.echo(f"{prefix}: error: {_one_line(exc)}", err=True)
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        click.echo(f"{prefix}: interrupted (SIGINT); the file holds every record so far",
+                   err=True)
+        code = EXIT_SIGINT
+    except fastsgd.Terminated:
+        click.echo(f"{prefix}: terminated (SIGTERM); the file holds every record so far",
+                   err=True)
+        code = EXIT_SIGTERM
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else EXIT_OK
+    else:
+        code = EXIT_OK
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()
