@@ -1,0 +1,216 @@
+"""Plain NumPy reference of MODEL.md, one sample per step, equation by equation.
+
+Independent of the fast code paths: no numba, no GEMM blocks, its own mixture moments, whitening
+(by eigendecomposition), order parameters and closed-form ε_g. Only the stream construction
+(SeedSequence spawn keys) is shared by definition.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import erf
+
+SQRT2 = math.sqrt(2.0)
+
+
+def gen(entropy, *key):
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy, spawn_key=key)))
+
+
+def fold(u, f):
+    if f == "sign":
+        return np.sign(u)
+    if f == "erf":
+        return erf(u / SQRT2)
+    if f == "linear":
+        return u.copy()
+    if f == "relu":
+        return np.maximum(u, 0.0)
+    if f == "tanh":
+        return np.tanh(u)
+    raise ValueError(f)
+
+
+def g_act(z, g):
+    if g == "erf":
+        return erf(z / SQRT2)
+    if g == "relu":
+        return np.maximum(z, 0.0)
+    return np.asarray(z, dtype=float).copy()
+
+
+def g_prime(z, g):
+    if g == "erf":
+        return math.sqrt(2.0 / math.pi) * np.exp(-z * z / 2.0)
+    if g == "relu":
+        return (z > 0).astype(float)
+    return np.ones_like(z)
+
+
+FOLD_COEFFS = {  # (a, b, c_f) for u ~ N(0, 1), MODEL.md §2.4
+    "sign": (0.0, math.sqrt(2 / math.pi), 1.0),
+    "erf": (0.0, 1 / math.sqrt(math.pi), 1 / 3),
+    "linear": (0.0, 1.0, 1.0),
+    "relu": (1 / math.sqrt(2 * math.pi), 0.5, 0.5),
+    "tanh": (0.0, 0.6057055096, 0.3942944904),
+}
+
+
+def fold_coeffs(f):
+    if f == "tanh":  # the table's 10 digits are not enough for 1e-12 comparisons
+        from analysis.activations import folding_coefficients
+        return folding_coefficients("tanh")[:3]
+    return FOLD_COEFFS[f]
+
+
+def i2_matrix(C, g):
+    """E[g(z_a) g(z_b)] for all pairs, from the formulas of MODEL.md §5.3–5.4."""
+    d = np.diag(C)
+    if g == "erf":
+        return 2 / np.pi * np.arcsin(C / np.sqrt(np.outer(1 + d, 1 + d)))
+    if g == "linear":
+        return C.copy()
+    out = np.empty_like(C)
+    for a in range(C.shape[0]):
+        for b in range(C.shape[0]):
+            norm = math.sqrt(C[a, a] * C[b, b])
+            theta = math.acos(min(1.0, max(-1.0, C[a, b] / norm)))
+            out[a, b] = norm / (2 * math.pi) * (math.sin(theta) + (math.pi - theta) * math.cos(theta))
+    return out
+
+
+class Latents:
+    """Mixture latents with their own moments and whitening (MODEL.md §2.1–2.2)."""
+
+    def __init__(self, cfg, means, p):
+        self.cfg, self.means, self.p = cfg, means, p
+        D, B = cfg.D, cfg.block_size
+        self.mu_bar = p @ means
+        self.s = np.sqrt(1 + p @ (means - self.mu_bar) ** 2)
+        cov = np.eye(D)
+        for b in range(D // B):
+            sl = slice(b * B, (b + 1) * B)
+            dev = means[:, sl] - self.mu_bar[sl]
+            cov[sl, sl] += (dev.T * p) @ dev
+        vals, vecs = np.linalg.eigh(cov)
+        self.whitening = vecs @ np.diag(vals ** -0.5) @ vecs.T
+
+    def draw(self, rng_latent, rng_labels):
+        cfg = self.cfg
+        D, B, m = cfg.D, cfg.block_size, cfg.m
+        z = rng_latent.standard_normal(D)
+        if m > 1:
+            u = rng_labels.random(D // B)
+            labels = np.minimum(np.searchsorted(np.cumsum(self.p), u, side="right"), m - 1)
+            mu = self.means[np.repeat(labels, B), np.arange(D)]
+        else:
+            mu = self.means[0]
+        return self.standardize(mu + z)
+
+    def standardize(self, c):
+        kind = self.cfg.standardize
+        if kind == "sample":
+            return (c - c.mean()) / c.std()
+        if kind == "population":
+            return (c - self.mu_bar) / self.s
+        if kind == "whiten":
+            return self.whitening @ (c - self.mu_bar)
+        return c
+
+
+def simulate(cfg, seed_index=0, trace=False):
+    """Run seed index ``seed_index`` of ``cfg``: the records, final weights and, with ``trace``,
+    ŷ, λ, w and v after every step."""
+    N, D, K, M = cfg.N, cfg.D, cfg.K, cfg.M
+    s = seed_index
+    ent = cfg.seed if cfg.sample_seed is None else cfg.sample_seed
+    F = gen(cfg.seed, s, 0).standard_normal((N, D))
+    Wt = gen(cfg.seed, s, 1).standard_normal((M, D))
+    A = np.ones(M)
+    r_mix = gen(cfg.seed, s, 2)
+    means = r_mix.uniform(-cfg.alpha, cfg.alpha, (cfg.m, D))
+    if cfg.weights == "dirichlet":
+        p = r_mix.dirichlet(np.ones(cfg.m))
+    elif cfg.weights == "uniform":
+        p = np.full(cfg.m, 1 / cfg.m)
+    else:
+        p = np.array(cfg.weights) / np.sum(cfg.weights)
+    r_student = gen(cfg.seed, s, 3)
+    w = r_student.standard_normal((K, N))
+    v = r_student.standard_normal(K) if cfg.train_second_layer else np.ones(K)
+    latents = Latents(cfg, means, p)
+    a, b, c_f = fold_coeffs(cfg.f)
+    zeta = c_f - a * a - b * b
+    eq = cfg.input_model == "equivalent_gaussian"
+
+    def inputs(u, xi):
+        return a + b * u + math.sqrt(zeta) * xi if eq else fold(u, cfg.f)
+
+    # test set, drawn once: latents (P, D), label uniforms (P, D/B), ξ (P, N)
+    r_tl, r_tlab, r_txi = gen(ent, s, 5, 0), gen(ent, s, 5, 1), gen(ent, s, 5, 2)
+    Ct = np.stack([latents.draw(r_tl, r_tlab) for _ in range(cfg.test_size)])
+    Ut = Ct @ F.T / math.sqrt(D)
+    Xt = inputs(Ut, r_txi.standard_normal((cfg.test_size, N)) if eq else None)
+    nut = Ct @ Wt.T / math.sqrt(D)
+    yt = g_act(nut, cfg.g) @ A
+    T = Wt @ Wt.T / D
+
+    def record(w, v):
+        W = w @ w.T / N
+        S = w @ F / math.sqrt(N)
+        Sigma = S @ S.T / D
+        Q = zeta * W + b * b * Sigma
+        R = b / D * S @ Wt.T
+        C = np.block([[Q, R], [R.T, T]])
+        coef = np.concatenate([v, -A])
+        eg = 0.5 * coef @ i2_matrix(C, cfg.g) @ coef if cfg.f != "relu" else np.nan
+        lam = Xt @ w.T / math.sqrt(N)
+        yhat = g_act(lam, cfg.g) @ v
+        lc, nc = lam - lam.mean(0), nut - nut.mean(0)
+        P = cfg.test_size
+        return {"Q": Q, "R": R, "W": W, "Sigma": Sigma, "v": v.copy(), "eg": eg,
+                "eg_mc": 0.5 * np.mean((yhat - yt) ** 2), "empirical/Q": lc.T @ lc / P,
+                "empirical/R": lc.T @ nc / P, "empirical/T": nc.T @ nc / P,
+                "empirical/lambda_mean": lam.mean(0)}
+
+    grid = np.unique(np.concatenate(
+        [[0], np.rint(np.geomspace(1, cfg.steps, cfg.records - 1)).astype(np.int64)]))
+    records = {}
+    r_lat, r_lab = gen(ent, s, 4, 0), gen(ent, s, 4, 1)
+    r_noise, r_xi = gen(ent, s, 4, 2), gen(ent, s, 4, 3)
+    traces = {"yhat": [], "lam": [], "w": [], "v": []}
+    grid_steps = set(grid.tolist())
+    for mu in range(cfg.steps + 1):
+        if mu in grid_steps:
+            for key, value in record(w, v).items():
+                records.setdefault(key, []).append(value)
+        if mu == cfg.steps:
+            break
+        c = latents.draw(r_lat, r_lab)
+        u = F @ c / math.sqrt(D)
+        x = inputs(u, r_xi.standard_normal(N) if eq else None)
+        nu = Wt @ c / math.sqrt(D)
+        y = A @ g_act(nu, cfg.g)
+        if cfg.sigma > 0:
+            y = y + cfg.sigma * r_noise.standard_normal()
+        lam = w @ x / math.sqrt(N)
+        yhat = v @ g_act(lam, cfg.g)
+        delta = y - yhat
+        if trace:
+            traces["yhat"].append(yhat)
+            traces["lam"].append(lam)
+        w_new = w + cfg.lr / math.sqrt(N) * np.outer(v * delta * g_prime(lam, cfg.g), x)
+        if cfg.train_second_layer:
+            v = v + cfg.lr / N * delta * g_act(lam, cfg.g)
+        w = w_new
+        if trace:
+            traces["w"].append(w.copy())
+            traces["v"].append(v.copy())
+    out = {key: np.array(value) for key, value in records.items()}
+    out.update({"step": grid, "final/w": w, "final/v": v, "T": T, "A": A, "F": F,
+                "teacher": Wt, "means": means, "weights": p})
+    if trace:
+        out.update({f"trace_{key}": np.array(value) for key, value in traces.items()})
+    return out
