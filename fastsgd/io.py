@@ -52,12 +52,13 @@ def environment_attributes() -> dict[str, str]:
     """Versions and machine facts that bitwise reproducibility depends on."""
     import numba
     import scipy
+    import scipy.linalg.cython_blas  # noqa: F401  (so that its BLAS is loaded and listed)
     from threadpoolctl import threadpool_info
 
     from fastsgd import __version__
 
-    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('filepath')})"
-            for i in threadpool_info() if i.get("user_api") == "blas"]
+    blas = sorted(f"{i.get('internal_api')} {i.get('version')} ({i.get('filepath')})"
+                  for i in threadpool_info() if i.get("user_api") == "blas")
     attrs = {
         "fastsgd_version": __version__,
         "python_version": platform.python_version(),
