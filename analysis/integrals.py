@@ -70,10 +70,12 @@ def I3(cov, *, g: str = "erf") -> float:
                 / ((1 + c[0, 0]) * math.sqrt(lam3)))
     if g == "linear":
         return float(c[1, 2])
+    if c[0, 0] <= 0.0 or c[2, 2] <= 0.0:
+        return 0.0  # z₀ ≡ 0 gives Θ(z₀) = 0; z₂ ≡ 0 gives relu(z₂) = 0
     det02 = max(c[0, 0] * c[2, 2] - c[0, 2] ** 2, 0.0)
     norm = math.sqrt(c[0, 0] * c[2, 2])
-    first = c[0, 1] * math.sqrt(det02) / (_TWO_PI * c[0, 0]) if c[0, 0] > 0 else 0.0
-    angle = math.asin(_clip_unit(c[0, 2] / norm)) if norm > 0 else 0.0
+    first = c[0, 1] * math.sqrt(det02) / (_TWO_PI * c[0, 0])
+    angle = math.asin(_clip_unit(c[0, 2] / norm))
     return first + c[1, 2] * (0.25 + angle / _TWO_PI)
 
 
@@ -112,9 +114,10 @@ def J2(cov, *, g: str = "erf") -> float:
         return 2.0 / math.pi / math.sqrt(1 + c[0, 0] + c[1, 1] + c[0, 0] * c[1, 1] - c[0, 1] ** 2)
     if g == "linear":
         return 1.0
+    if c[0, 0] <= 0.0 or c[1, 1] <= 0.0:
+        return 0.0  # a field ≡ 0 has Θ = 0
     norm = math.sqrt(c[0, 0] * c[1, 1])
-    angle = math.asin(_clip_unit(c[0, 1] / norm)) if norm > 0 else 0.0
-    return 0.25 + angle / _TWO_PI
+    return 0.25 + math.asin(_clip_unit(c[0, 1] / norm)) / _TWO_PI
 
 
 def I2_matrix(cov, *, g: str = "erf") -> np.ndarray:

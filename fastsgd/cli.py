@@ -121,11 +121,14 @@ def simulate(threads, out, overwrite, quiet, first_layer_only, **fields) -> None
     """Simulate online SGD and write the trajectories to an HDF5 file."""
     import fastsgd
 
-    cfg = SimConfig(train_second_layer=not first_layer_only, **fields)
-    show_progress = not quiet and sys.stderr.isatty()
-    command_line = shlex.join(["fastsgd"] + sys.argv[1:])
-    run = fastsgd.simulate(cfg, out=out, overwrite=overwrite, threads=threads,
-                           progress=show_progress, command_line=command_line)
+    argv = (click.get_current_context().obj or {}).get("argv", sys.argv[1:])
+    try:
+        cfg = SimConfig(train_second_layer=not first_layer_only, **fields)
+        run = fastsgd.simulate(cfg, out=out, overwrite=overwrite, threads=threads,
+                               progress=not quiet and sys.stderr.isatty(),
+                               command_line=shlex.join(["fastsgd", *argv]))
+    except (ConfigError, FileExistsError) as exc:
+        raise click.UsageError(str(exc)) from None
     diverged = [f"{int(run.seed_index[i])} (step {int(run.diverged_step[i])})"
                 for i, s in enumerate(run.status) if s == "diverged"]
     if not quiet:
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args[0] if args and not args[0].startswith("-") else ""
     prefix = f"fastsgd {command}".strip()
     try:
-        cli.main(args=args, prog_name="fastsgd", standalone_mode=False)
+        cli.main(args=args, prog_name="fastsgd", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.UsageError as exc:

@@ -142,7 +142,10 @@ class SimConfig:
         else:
             block = parse_count(self.block_size, "block_size", 1, self.D)
             if self.D % block:
-                raise ConfigError(f"block_size must divide D = {self.D}, got {block}")
+                divisors = [d for d in range(1, min(self.D, 10 ** 6) + 1) if self.D % d == 0]
+                shown = ", ".join(map(str, divisors if len(divisors) <= 12
+                                      else divisors[:6] + ["…"] + divisors[-2:]))
+                raise ConfigError(f"block_size must divide D = {self.D} ({shown}), got {block}")
             set_(self, "block_size", block)
         set_(self, "weights", self._validated_weights())
         _choice(self.standardize, "standardize", STANDARDIZATIONS)

@@ -1,0 +1,568 @@
+"""Gaussian integrals, closed-form ε_g and folding coefficients (MODEL.md §2.3–2.4, §4.3, §5.3–5.4,
+§7 check 2).
+
+Every closed form is checked against Monte Carlo (2·10⁶ samples per covariance, fixed seeds,
+tolerance 5 standard errors estimated from the same samples) on random covariances with repeated
+indices, the erf forms against deterministic Gauss–Hermite quadrature to 1e-10, and the folding
+table against adaptive quadrature to 1e-9. The references below use only numpy/scipy and the
+formulas of MODEL.md, never the code under test.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import numpy as np
+import pytest
+from numpy.polynomial.hermite_e import hermegauss
+from scipy import integrate
+from scipy.special import erf
+
+from analysis.activations import (
+    ACTIVATION_CODES,
+    ACTIVATIONS,
+    FOLD_CODES,
+    FOLDS,
+    activation,
+    activation_derivative,
+    activation_numpy,
+    fold,
+    fold_numpy,
+    folding_coefficients,
+)
+from analysis.integrals import I2, I2_matrix, I3, I4, J2, generalisation_error
+
+N_MC = 2_000_000
+N_SE = 5.0
+SQRT2 = math.sqrt(2.0)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain references of MODEL.md §2.3 (independent of analysis.activations)
+# ---------------------------------------------------------------------------------------------
+
+def g_ref(z: np.ndarray, g: str) -> np.ndarray:
+    if g == "erf":
+        return erf(z / SQRT2)
+    if g == "relu":
+        return np.maximum(z, 0.0)
+    if g == "linear":
+        return np.asarray(z, dtype=np.float64).copy()
+    raise ValueError(g)
+
+
+def gprime_ref(z: np.ndarray, g: str) -> np.ndarray:
+    if g == "erf":
+        return SQRT_2_OVER_PI * np.exp(-0.5 * z * z)
+    if g == "relu":
+        return (z > 0.0).astype(np.float64)
+    if g == "linear":
+        return np.ones_like(z, dtype=np.float64)
+    raise ValueError(g)
+
+
+def fold_ref(u, f: str):
+    if f == "sign":
+        return np.sign(u)
+    if f == "erf":
+        return erf(np.asarray(u) / SQRT2)
+    if f == "linear":
+        return np.asarray(u, dtype=np.float64)
+    if f == "relu":
+        return np.maximum(u, 0.0)
+    if f == "tanh":
+        return np.tanh(u)
+    raise ValueError(f)
+
+
+def sqrt_factor(C: np.ndarray) -> np.ndarray:
+    """A factor L with L Lᵀ = C for any symmetric PSD C (singular allowed)."""
+    w, V = np.linalg.eigh(C)
+    return V * np.sqrt(np.clip(w, 0.0, None))
+
+
+def sub(C: np.ndarray, idx) -> np.ndarray:
+    """Sub-covariance of the named fields in argument order (repeated indices repeat rows)."""
+    idx = list(idx)
+    return C[np.ix_(idx, idx)]
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Closed forms vs Monte Carlo
+# ---------------------------------------------------------------------------------------------
+
+def _random_cov(n: int, seed: int, scale: float, ridge: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    L = rng.normal(size=(n, n))
+    return scale * (L @ L.T) / n + ridge * np.eye(n)
+
+
+def _strong_2x2() -> np.ndarray:
+    # Strongly correlated fields with unequal variances (correlation 0.95).
+    s0, s1, rho = 0.7, 1.9, 0.95
+    return np.array([[s0 * s0, rho * s0 * s1], [rho * s0 * s1, s1 * s1]])
+
+
+# name -> (base covariance of the underlying fields, field map, seed). The covariance passed to the
+# integrals is base[map][:, map]; several maps repeat an underlying field, so the 4×4 covariances
+# built from 2 or 3 fields are singular.
+MC_CASES = {
+    "2x2": (_random_cov(2, 11, 1.0, 0.05), [0, 1], 101),
+    "2x2-strong": (_strong_2x2(), [0, 1], 102),
+    "3x3": (_random_cov(3, 12, 1.5, 0.05), [0, 1, 2], 103),
+    "3x3-small": (_random_cov(3, 13, 0.1, 0.01), [0, 1, 2], 104),
+    "4x4": (_random_cov(4, 14, 1.0, 0.05), [0, 1, 2, 3], 105),
+    "4x4-from-2": (_random_cov(2, 15, 1.0, 0.05), [0, 1, 0, 1], 106),
+    "4x4-from-3": (_random_cov(3, 16, 1.2, 0.05), [0, 0, 1, 2], 107),
+}
+
+# Index patterns for I3 / I4 on 4×4 covariances (letters = distinct indices).
+I3_PATTERNS = ["abc", "aab", "aba", "abb", "aaa", "bca", "cab", "abd", "dcb", "dda"]
+I4_PATTERNS = ["abcd", "aabb", "abab", "abba", "aaaa", "aaab", "abaa", "abcc", "aabc", "abca",
+               "bacd", "cdab", "dcba", "ddcc", "cddc"]
+
+
+def _expand(pattern: str) -> tuple[int, ...]:
+    return tuple("abcd".index(ch) for ch in pattern)
+
+
+def _index_tuples(n: int):
+    pairs = list(itertools.product(range(n), repeat=2))
+    if n <= 3:
+        triples = list(itertools.product(range(n), repeat=3))
+        quads = list(itertools.product(range(n), repeat=4))
+    else:
+        triples = [_expand(p) for p in I3_PATTERNS]
+        quads = [_expand(p) for p in I4_PATTERNS]
+    if n == 3:
+        # keep the 81 quadruples of a 3×3 affordable: every distinct multiset pattern, in orders
+        quads = [q for q in quads if q[0] <= q[1]]
+    return pairs, triples, quads
+
+
+@functools.lru_cache(maxsize=1)
+def _mc_fields(case: str) -> tuple[np.ndarray, np.ndarray]:
+    """(C, z) with z of shape (n_fields, N_MC), rows contiguous."""
+    base, fmap, seed = MC_CASES[case]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((base.shape[0], N_MC))
+    zb = np.linalg.cholesky(base) @ x
+    return sub(base, fmap), np.ascontiguousarray(zb[fmap])
+
+
+def _mc_mean(samples: np.ndarray) -> tuple[float, float]:
+    mean = float(samples.mean())
+    se = float(samples.std(ddof=1)) / math.sqrt(samples.size)
+    return mean, se
+
+
+MC_PARAMS = [(case, g) for case in MC_CASES for g in ("erf", "linear", "relu")]
+
+
+@pytest.mark.parametrize("case,g", MC_PARAMS, ids=[f"{c}-{g}" for c, g in MC_PARAMS])
+def test_closed_forms_match_monte_carlo(case, g):
+    C, z = _mc_fields(case)
+    n = C.shape[0]
+    G = g_ref(z, g)
+    Gp = gprime_ref(z, g)
+    pairs, triples, quads = _index_tuples(n)
+
+    checks = []  # (name, closed form, MC mean, MC s.e.)
+    for i, j in pairs:
+        checks.append((f"I2{(i, j)}", I2(sub(C, (i, j)), g=g), *_mc_mean(G[i] * G[j])))
+        checks.append((f"J2{(i, j)}", J2(sub(C, (i, j)), g=g), *_mc_mean(Gp[i] * Gp[j])))
+    for i, j, k in triples:
+        checks.append((f"I3{(i, j, k)}", I3(sub(C, (i, j, k)), g=g),
+                       *_mc_mean(Gp[i] * z[j] * G[k])))
+    if g != "relu":
+        for i, j, k, l in quads:
+            checks.append((f"I4{(i, j, k, l)}", I4(sub(C, (i, j, k, l)), g=g),
+                           *_mc_mean((Gp[i] * Gp[j]) * (G[k] * G[l]))))
+
+    assert len(checks) >= 10
+    failures = [
+        f"{name}: closed form {cf:.10g}, MC {mc:.10g} ± {se:.3g} ({(cf - mc) / se if se else np.inf:.1f} s.e.)"
+        for name, cf, mc, se in checks
+        if not (np.isfinite(cf) and abs(cf - mc) <= N_SE * se + 1e-12)
+    ]
+    assert not failures, f"g={g}, C=\n{C}\n" + "\n".join(failures)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. erf forms vs deterministic Gauss–Hermite quadrature
+# ---------------------------------------------------------------------------------------------
+
+@functools.cache
+def _gh_grid(dim: int, nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tensor Gauss–Hermite (probabilists') nodes X (P, dim) and weights W (P,) for N(0, I)."""
+    x, w = hermegauss(nodes)
+    w = w / math.sqrt(2.0 * math.pi)
+    X = np.stack([a.ravel() for a in np.meshgrid(*([x] * dim), indexing="ij")], axis=1)
+    W = functools.reduce(np.multiply.outer, [w] * dim).ravel()
+    return X, W
+
+
+def gh_expect(C: np.ndarray, fn, nodes: int) -> float:
+    """E[fn(z)] for z ~ N(0, C) by tensor Gauss–Hermite quadrature (fn takes (P, dim))."""
+    X, W = _gh_grid(C.shape[0], nodes)
+    return float(W @ fn(X @ sqrt_factor(C).T))
+
+
+def _reweighted(C: np.ndarray, m: int) -> tuple[float, np.ndarray]:
+    """E[exp(-½ Σ_{i<m} z_i²) h(z)] = factor · E'[h(z)], z ~ N(0, C) and z ~ N(0, C') under E'.
+
+    Exact Gaussian identity (Woodbury form, valid for singular C): with E selecting the first m
+    fields, C' = C − C E (I + EᵀCE)⁻¹ EᵀC and factor = det(I + EᵀCE)^{-1/2}.
+    """
+    CE = C[:, :m]
+    Mm = np.eye(m) + C[:m, :m]
+    Cp = C - CE @ np.linalg.solve(Mm, CE.T)
+    return 1.0 / math.sqrt(np.linalg.det(Mm)), 0.5 * (Cp + Cp.T)
+
+
+def quad_erf(kind: str, C: np.ndarray) -> float:
+    """Deterministic quadrature reference of the erf integrals."""
+    g = lambda t: erf(t / SQRT2)  # noqa: E731
+    gp = lambda t: SQRT_2_OVER_PI * np.exp(-0.5 * t * t)  # noqa: E731
+    if kind == "I2":
+        return gh_expect(C, lambda Z: g(Z[:, 0]) * g(Z[:, 1]), 200)
+    if kind == "J2":
+        return gh_expect(C, lambda Z: gp(Z[:, 0]) * gp(Z[:, 1]), 200)
+    if kind == "I3":
+        return gh_expect(C, lambda Z: gp(Z[:, 0]) * Z[:, 1] * g(Z[:, 2]), 90)
+    if kind == "I3-reweighted":
+        # g'(z0) = √(2/π) exp(−z0²/2) absorbed into the Gaussian; then a 2-d quadrature.
+        factor, Cp = _reweighted(C, 1)
+        return SQRT_2_OVER_PI * factor * gh_expect(
+            Cp[1:, 1:], lambda Z: Z[:, 0] * g(Z[:, 1]), 200)
+    if kind == "I4":
+        factor, Cp = _reweighted(C, 2)
+        return (2.0 / math.pi) * factor * gh_expect(
+            Cp[2:, 2:], lambda Z: g(Z[:, 0]) * g(Z[:, 1]), 200)
+    raise ValueError(kind)
+
+
+def _quad_covs():
+    base2 = [
+        np.array([[1.0, 0.3], [0.3, 0.5]]),
+        np.array([[2.5, -1.4], [-1.4, 1.2]]),
+        np.array([[0.8, 0.8], [0.8, 0.8]]),  # coinciding fields (singular)
+    ]
+    base3 = _random_cov(3, 21, 1.0, 0.05)
+    base4 = _random_cov(4, 22, 1.5, 0.05)
+    return base2, base3, base4
+
+
+def test_quadrature_reference_is_converged():
+    # the Gauss–Hermite reference itself: more nodes change nothing at the 1e-12 level
+    C = np.array([[2.5, -1.4], [-1.4, 1.2]])
+    f = lambda Z: erf(Z[:, 0] / SQRT2) * erf(Z[:, 1] / SQRT2)  # noqa: E731
+    assert abs(gh_expect(C, f, 200) - gh_expect(C, f, 120)) < 1e-12
+    # and the reweighting identity agrees with the direct 3-d quadrature for I3
+    C3 = _random_cov(3, 21, 1.0, 0.05)
+    assert abs(quad_erf("I3", C3) - quad_erf("I3-reweighted", C3)) < 1e-11
+    # and with scipy's adaptive dblquad on one case
+    a = C[0, 0] ** 0.5
+    bcoef = C[0, 1] / a
+    c = (C[1, 1] - bcoef ** 2) ** 0.5
+    phi = lambda t: math.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)  # noqa: E731
+    val = integrate.dblquad(
+        lambda y, x: phi(x) * phi(y) * math.erf(a * x / SQRT2) * math.erf((bcoef * x + c * y) / SQRT2),
+        -12, 12, -12, 12, epsabs=1e-13, epsrel=1e-13)[0]
+    assert abs(val - gh_expect(C, f, 200)) < 1e-10
+
+
+def test_erf_I2_J2_match_quadrature():
+    base2, _, _ = _quad_covs()
+    for C in base2:
+        for kind, fn in (("I2", I2), ("J2", J2)):
+            ref = quad_erf(kind, C)
+            assert abs(fn(C, g="erf") - ref) < 1e-10, (kind, C, fn(C, g="erf"), ref)
+
+
+def test_erf_I3_matches_quadrature():
+    _, base3, base4 = _quad_covs()
+    for idx in [(0, 1, 2), (0, 0, 1), (0, 1, 1), (1, 1, 1), (2, 0, 1)]:
+        C = sub(base3, idx)
+        ref = quad_erf("I3-reweighted", C)
+        assert abs(I3(C, g="erf") - ref) < 1e-10, (idx, I3(C, g="erf"), ref)
+    C = sub(base3, (2, 0, 1))
+    assert abs(I3(C, g="erf") - quad_erf("I3", C)) < 1e-10
+    C = sub(base4, (3, 1, 2))
+    assert abs(I3(C, g="erf") - quad_erf("I3-reweighted", C)) < 1e-10
+
+
+def test_erf_I4_matches_quadrature():
+    _, base3, base4 = _quad_covs()
+    for idx in [(0, 1, 2, 3), (0, 0, 1, 1), (0, 1, 0, 1), (0, 0, 0, 0), (3, 2, 1, 1),
+                (0, 1, 2, 0), (2, 3, 0, 1)]:
+        C = sub(base4, idx)
+        ref = quad_erf("I4", C)
+        assert abs(I4(C, g="erf") - ref) < 1e-10, (idx, I4(C, g="erf"), ref)
+    C = sub(base3, (0, 1, 2, 2))
+    assert abs(I4(C, g="erf") - quad_erf("I4", C)) < 1e-10
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. I2_matrix and the closed-form generalisation error
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("g", ACTIVATIONS)
+def test_I2_matrix_equals_elementwise_I2(g):
+    base = _random_cov(4, 31, 1.0, 0.05)
+    fmap = [0, 1, 2, 3, 1]  # field 4 repeats field 1: coinciding fields on and off the diagonal
+    C = sub(base, fmap)
+    n = C.shape[0]
+    M = I2_matrix(C, g=g)
+    assert M.shape == (n, n)
+    expected = np.array([[I2(sub(C, (a, b)), g=g) for b in range(n)] for a in range(n)])
+    np.testing.assert_allclose(M, expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(M, M.T, rtol=1e-12, atol=1e-15)
+
+
+def _order_parameters(K: int, M: int, seed: int):
+    rng = np.random.default_rng(seed)
+    C = _random_cov(K + M, seed, 1.0, 0.05)
+    Q, R, T = C[:K, :K], C[:K, K:], C[K:, K:]
+    v = rng.normal(size=K)
+    A = rng.normal(size=M)
+    return C, Q, R, T, v, A
+
+
+def eg_explicit(Q, R, T, v, A, g):
+    """ε_g of MODEL.md §4.3 as explicit double sums."""
+    K, M = len(v), len(A)
+    if g == "linear":
+        return 0.5 * (v @ Q @ v + A @ T @ A - 2.0 * v @ R @ A)
+    if g == "erf":
+        s = 0.0
+        for k in range(K):
+            for l in range(K):
+                s += v[k] * v[l] * math.asin(Q[k, l] / math.sqrt((1 + Q[k, k]) * (1 + Q[l, l])))
+        for n in range(M):
+            for m in range(M):
+                s += A[n] * A[m] * math.asin(T[n, m] / math.sqrt((1 + T[n, n]) * (1 + T[m, m])))
+        for k in range(K):
+            for n in range(M):
+                s -= 2 * v[k] * A[n] * math.asin(R[k, n] / math.sqrt((1 + Q[k, k]) * (1 + T[n, n])))
+        return s / math.pi
+
+    def i2(caa, cbb, cab):
+        return I2(np.array([[caa, cab], [cab, cbb]]), g=g)
+
+    s = sum(v[k] * v[l] * i2(Q[k, k], Q[l, l], Q[k, l]) for k in range(K) for l in range(K))
+    s += sum(A[n] * A[m] * i2(T[n, n], T[m, m], T[n, m]) for n in range(M) for m in range(M))
+    s -= 2 * sum(v[k] * A[n] * i2(Q[k, k], T[n, n], R[k, n]) for k in range(K) for n in range(M))
+    return 0.5 * s
+
+
+def i2_relu_arctan(C: np.ndarray) -> float:
+    """Second ReLU I2 expression of MODEL.md §5.4 (arctan form), for non-degenerate C."""
+    det = C[0, 0] * C[1, 1] - C[0, 1] ** 2
+    return (math.sqrt(det) + C[0, 1] * (math.pi / 2 + math.atan(C[0, 1] / math.sqrt(det)))) / (2 * math.pi)
+
+
+@pytest.mark.parametrize("g", ACTIVATIONS)
+def test_generalisation_error_equals_double_sums(g):
+    for K, M, seed in ((3, 2, 41), (1, 1, 42), (2, 4, 43)):
+        _, Q, R, T, v, A = _order_parameters(K, M, seed)
+        got = generalisation_error(Q, R, T, v, A, g=g)
+        ref = eg_explicit(Q, R, T, v, A, g)
+        assert got == pytest.approx(ref, rel=1e-12, abs=1e-14), (K, M, got, ref)
+        if g == "relu":
+            # the same sums with the independent arctan form of I2_relu (C/2 on the diagonal)
+            C = np.block([[Q, R], [R.T, T]])
+            w = np.concatenate([v, -A])
+            I2_ref = np.array([[i2_relu_arctan(sub(C, (a, b))) if a != b else C[a, a] / 2
+                                for b in range(K + M)] for a in range(K + M)])
+            assert got == pytest.approx(0.5 * w @ I2_ref @ w, rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("g", ACTIVATIONS)
+def test_generalisation_error_matches_monte_carlo(g):
+    K, M = 3, 2
+    C, Q, R, T, v, A = _order_parameters(K, M, 51)
+    rng = np.random.default_rng(52)
+    z = np.linalg.cholesky(C) @ rng.standard_normal((K + M, N_MC))
+    Gz = g_ref(z, g)
+    diff = v @ Gz[:K] - A @ Gz[K:]
+    mc, se = _mc_mean(0.5 * diff * diff)
+    cf = generalisation_error(Q, R, T, v, A, g=g)
+    assert abs(cf - mc) <= N_SE * se, (g, cf, mc, se)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. ReLU special cases
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("c", [1e-6, 0.3, 1.0, 7.5])
+def test_relu_I2_coinciding_fields_is_half_covariance(c):
+    # identical fields: E[relu(z)²] = C/2
+    assert I2(np.array([[c, c], [c, c]]), g="relu") == pytest.approx(c / 2, rel=1e-12)
+    # proportional fields z1 = α z0 (α > 0): correlation 1 up to rounding, I2 = C₀₁/2
+    for alpha in (0.1, 3.0, 1.0 / 3.0):
+        C = np.array([[c, alpha * c], [alpha * c, alpha * alpha * c]])
+        assert I2(C, g="relu") == pytest.approx(C[0, 1] / 2, rel=1e-12)
+    # opposite fields never both positive
+    assert abs(I2(np.array([[c, -c], [-c, c]]), g="relu")) <= 1e-15 * max(c, 1.0)
+
+
+def test_relu_I2_matches_arctan_form():
+    for seed in range(5):
+        C = _random_cov(2, 60 + seed, 1.0, 0.05)
+        assert I2(C, g="relu") == pytest.approx(i2_relu_arctan(C), rel=1e-12, abs=1e-15)
+
+
+def test_relu_I4_raises_not_implemented():
+    C = _random_cov(4, 71, 1.0, 0.05)
+    with pytest.raises(NotImplementedError, match="(?i)relu"):
+        I4(C, g="relu")
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Folding coefficients (§2.4)
+# ---------------------------------------------------------------------------------------------
+
+def _gauss(u: float) -> float:
+    return math.exp(-0.5 * u * u) / math.sqrt(2.0 * math.pi)
+
+
+def _quad_std_normal(h) -> float:
+    """E[h(u)], u ~ N(0, 1), split at the kink/jump at 0."""
+    opts = dict(epsabs=1e-14, epsrel=1e-13, limit=200)
+    left = integrate.quad(lambda u: h(u) * _gauss(u), -np.inf, 0.0, **opts)[0]
+    right = integrate.quad(lambda u: h(u) * _gauss(u), 0.0, np.inf, **opts)[0]
+    return left + right
+
+
+def _scalar_fold(f: str):
+    return lambda u: float(fold_ref(np.float64(u), f))
+
+
+# The printed table of MODEL.md §2.4 (exact expressions where given, else the printed decimals).
+FOLDING_TABLE = {
+    "sign": (0.0, math.sqrt(2 / math.pi), 1.0, 1 - 2 / math.pi),
+    "erf": (0.0, 1 / math.sqrt(math.pi), 1 / 3, 1 / 3 - 1 / math.pi),
+    "linear": (0.0, 1.0, 1.0, 0.0),
+    "tanh": (0.0, 0.6057055096, 0.3942944904, 0.0274153260),
+    "relu": (1 / math.sqrt(2 * math.pi), 0.5, 0.5, 0.25 - 1 / (2 * math.pi)),
+}
+PRINTED_DECIMALS = {
+    ("sign", "b"): 0.7978845608, ("sign", "zeta"): 0.3633802276,
+    ("erf", "b"): 0.5641895835, ("erf", "zeta"): 0.0150234471,
+    ("tanh", "b"): 0.6057055096, ("tanh", "c_f"): 0.3942944904, ("tanh", "zeta"): 0.0274153260,
+    ("relu", "a"): 0.3989422804, ("relu", "zeta"): 0.0908450569,
+}
+
+
+@pytest.mark.parametrize("f", FOLDS)
+def test_folding_coefficients_match_quadrature_and_table(f):
+    h = _scalar_fold(f)
+    a = _quad_std_normal(h)
+    b = _quad_std_normal(lambda u: u * h(u))
+    c_f = _quad_std_normal(lambda u: h(u) ** 2)
+    zeta = c_f - a * a - b * b
+    got = folding_coefficients(f)
+    assert len(got) == 4
+    np.testing.assert_allclose(got, (a, b, c_f, zeta), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got, FOLDING_TABLE[f], rtol=0, atol=1e-9)
+    np.testing.assert_allclose((a, b, c_f, zeta), FOLDING_TABLE[f], rtol=0, atol=1e-9)
+    # the quadrature through the package's own fold agrees with the plain formula
+    a_pkg = _quad_std_normal(lambda u: float(fold_numpy(np.array([u]), f)[0]))
+    assert abs(a_pkg - a) < 1e-12
+    # ζ is consistent with (a, b, c_f)
+    assert got[3] == pytest.approx(got[2] - got[0] ** 2 - got[1] ** 2, abs=1e-15)
+
+
+def test_folding_table_printed_decimals():
+    names = ("a", "b", "c_f", "zeta")
+    for (f, name), printed in PRINTED_DECIMALS.items():
+        value = folding_coefficients(f)[names.index(name)]
+        assert abs(value - printed) < 1e-9, (f, name, value, printed)
+
+
+def test_tanh_b_plus_cf_is_one():
+    _, b, c_f, _ = folding_coefficients("tanh")
+    assert abs(b + c_f - 1.0) < 1e-9
+    # and E[u tanh u] = E[sech² u] by quadrature, independently of the package
+    b_q = _quad_std_normal(lambda u: u * math.tanh(u))
+    sech2 = _quad_std_normal(lambda u: 1.0 / math.cosh(u) ** 2 if abs(u) < 300 else 0.0)
+    assert abs(b_q - sech2) < 1e-12
+    assert abs(b - sech2) < 1e-9
+
+
+def test_only_relu_fold_has_nonzero_mean():
+    for f in FOLDS:
+        a = folding_coefficients(f)[0]
+        assert (a != 0.0) == (f == "relu"), (f, a)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Scalar/array folds and activations: definitions, special points and NaN propagation
+# ---------------------------------------------------------------------------------------------
+
+GRID = np.concatenate([np.linspace(-6.0, 6.0, 241), [-1e-300, 1e-300, -0.0, 0.0, 40.0, -40.0]])
+
+
+@pytest.mark.parametrize("f", FOLDS)
+def test_fold_matches_definition(f):
+    np.testing.assert_allclose(fold_numpy(GRID, f), fold_ref(GRID, f), rtol=1e-15, atol=1e-300)
+    code = FOLD_CODES[f]
+    scalars = np.array([fold(float(u), code) for u in GRID])
+    np.testing.assert_allclose(scalars, fold_ref(GRID, f), rtol=1e-15, atol=1e-300)
+    # shape is preserved
+    assert fold_numpy(GRID.reshape(-1, 1), f).shape == (GRID.size, 1)
+
+
+@pytest.mark.parametrize("g", ACTIVATIONS)
+def test_activation_and_derivative_match_definition(g):
+    code = ACTIVATION_CODES[g]
+    np.testing.assert_allclose(activation_numpy(GRID, g), g_ref(GRID, g), rtol=1e-15, atol=1e-300)
+    np.testing.assert_allclose([activation(float(z), code) for z in GRID], g_ref(GRID, g),
+                               rtol=1e-15, atol=1e-300)
+    np.testing.assert_allclose([activation_derivative(float(z), code) for z in GRID],
+                               gprime_ref(GRID, g), rtol=1e-14, atol=1e-300)
+
+
+@pytest.mark.parametrize("f", FOLDS)
+def test_fold_propagates_nan(f):
+    out = fold_numpy(np.array([np.nan, 1.0, np.nan]), f)
+    assert np.isnan(out[0]) and np.isnan(out[2]) and not np.isnan(out[1])
+    assert np.all(np.isnan(fold_numpy(np.nan, f)))
+    assert math.isnan(fold(math.nan, FOLD_CODES[f]))
+
+
+@pytest.mark.parametrize("g", ACTIVATIONS)
+def test_activation_propagates_nan(g):
+    out = activation_numpy(np.array([np.nan, -1.0, np.nan]), g)
+    assert np.isnan(out[0]) and np.isnan(out[2]) and not np.isnan(out[1])
+    assert np.all(np.isnan(activation_numpy(np.nan, g)))
+    code = ACTIVATION_CODES[g]
+    assert math.isnan(activation(math.nan, code))
+    assert math.isnan(activation_derivative(math.nan, code))
+
+
+def test_special_points():
+    sign = FOLD_CODES["sign"]
+    assert fold(0.0, sign) == 0.0
+    assert fold(-0.0, sign) == 0.0
+    assert fold_numpy(np.array([0.0]), "sign")[0] == 0.0
+    assert fold(2.5, sign) == 1.0 and fold(-2.5, sign) == -1.0
+    assert fold(-1.0, FOLD_CODES["relu"]) == 0.0
+    assert fold_numpy(np.array([-1.0]), "relu")[0] == 0.0
+    relu = ACTIVATION_CODES["relu"]
+    assert activation(-1.0, relu) == 0.0
+    assert activation_numpy(np.array([-1.0]), "relu")[0] == 0.0
+    assert activation_derivative(-1.0, relu) == 0.0
+    assert activation_derivative(0.0, relu) == 0.0  # Θ(0) = 0
+    assert activation_derivative(1e-300, relu) == 1.0
+
+
+def test_relu_derivative_integrals_vanish_for_a_zero_variance_field():
+    """Θ(0) = 0: a field that is identically 0 contributes nothing to J2 or I3."""
+    assert J2(np.array([[0.0, 0.0], [0.0, 1.0]]), g="relu") == 0.0
+    assert I3(np.array([[0.0, 0, 0], [0, 1, 0.5], [0, 0.5, 1]]), g="relu") == 0.0
+    assert I3(np.array([[1.0, 0.5, 0], [0.5, 1, 0], [0, 0, 0]]), g="relu") == 0.0
