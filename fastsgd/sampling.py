@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from fastsgd.core import dot
+
 STANDARDIZE_CODES = {"none": 0, "sample": 1, "population": 2, "whiten": 3}
 STD_NONE, STD_SAMPLE, STD_POPULATION, STD_WHITEN = range(4)
 
@@ -27,7 +29,8 @@ class Mixture:
     block_size : B, the number of consecutive coordinates that share one label.
     mean : (D,) exact mean μ̄ = Σ_i p_i μ_i.
     std : (D,) exact coordinate standard deviation s_r = √(1 + Σ_i p_i (μ_{i,r} − μ̄_r)²).
-    whiten_vectors : (D/B, B, m) left singular vectors U_b of V_b (zero columns past the rank).
+    whiten_vectors : (D/B, m, B) left singular vectors of V_b, U_bᵀ per block (zero rows past
+        the rank); stored transposed so that the kernel reads them contiguously.
     whiten_shifts : (D/B, m) (1 + s_b²)^{−1/2} − 1 for the singular values s_b of V_b.
     """
 
@@ -89,14 +92,14 @@ def mixture_moments(means: np.ndarray, weights: np.ndarray, block_size: int) -> 
     mean = weights @ means
     std = np.sqrt(1.0 + weights @ (means - mean) ** 2)
     n_blocks = D // B
-    vectors = np.zeros((n_blocks, B, m))
+    vectors = np.zeros((n_blocks, m, B))
     shifts = np.zeros((n_blocks, m))
     if m > 1:
         for b in range(n_blocks):
             U, s, _ = np.linalg.svd(block_factor(means[:, b * B:(b + 1) * B], weights),
                                     full_matrices=False)
             rank = s.shape[0]
-            vectors[b, :, :rank] = U
+            vectors[b, :rank, :] = U.T
             shifts[b, :rank] = 1.0 / np.sqrt(1.0 + s * s) - 1.0
     return Mixture(means=means, weights=weights, block_size=B, mean=mean, std=std,
                    whiten_vectors=vectors, whiten_shifts=shifts)
@@ -109,6 +112,7 @@ def standardize_latent(c, code, mean, inv_std, whiten_vectors, whiten_shifts, sc
     sample:     c ← (c − c̄)/s over the sample's own coordinates, 1/D normalisation.
     population: c_r ← (c_r − μ̄_r)/s_r.
     whiten:     c ← Σ_c^{−1/2}(c − μ̄), per block c_b ← c_b + U_b diag(shift_b) U_bᵀ c_b.
+                (Columns past the rank, with shift 0, are skipped.)
     ``scratch`` holds at least m floats.
     """
     D = c.shape[0]
@@ -130,19 +134,17 @@ def standardize_latent(c, code, mean, inv_std, whiten_vectors, whiten_shifts, sc
     elif code == STD_WHITEN:
         for r in range(D):
             c[r] -= mean[r]
-        n_blocks, B, m = whiten_vectors.shape
+        n_blocks, m, B = whiten_vectors.shape
         for b in range(n_blocks):
             base = b * B
+            block = c[base:base + B]
             for j in range(m):
-                proj = 0.0
-                for q in range(B):
-                    proj += whiten_vectors[b, q, j] * c[base + q]
-                scratch[j] = proj * whiten_shifts[b, j]
-            for q in range(B):
-                acc = 0.0
-                for j in range(m):
-                    acc += whiten_vectors[b, q, j] * scratch[j]
-                c[base + q] += acc
+                scratch[j] = dot(whiten_vectors[b, j], block) * whiten_shifts[b, j]
+            for j in range(m):
+                coef = scratch[j]
+                if coef != 0.0:
+                    for q in range(B):
+                        c[base + q] += whiten_vectors[b, j, q] * coef
 
 
 @njit(cache=True, nogil=True)

@@ -12,7 +12,9 @@ import math
 import numpy as np
 from numba import njit
 
-from analysis.activations import activation, activation_derivative, fold
+from analysis.activations import (FOLD_LINEAR, FOLD_RELU, FOLD_SIGN, activation,
+                                  activation_derivative, fold)
+from fastsgd.core import dot
 
 INPUT_HMM, INPUT_EQUIVALENT_GAUSSIAN = 0, 1
 
@@ -21,21 +23,20 @@ DIVERGENCE_BOUND = 1e8
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _dot(w, k, x, N):
-    # Four independent partial sums: a fixed summation order with more instruction parallelism.
-    s0 = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    n4 = N - N % 4
-    for i in range(0, n4, 4):
-        s0 += w[k, i] * x[i]
-        s1 += w[k, i + 1] * x[i + 1]
-        s2 += w[k, i + 2] * x[i + 2]
-        s3 += w[k, i + 3] * x[i + 3]
-    for i in range(n4, N):
-        s0 += w[k, i] * x[i]
-    return (s0 + s1) + (s2 + s3)
+def _fold_row(U, row, x, f_code, N):
+    # One loop per fold, the branch outside it, so that the simple folds vectorise.
+    if f_code == FOLD_SIGN:
+        for i in range(N):
+            x[i] = fold(np.float64(U[row, i]), FOLD_SIGN)
+    elif f_code == FOLD_LINEAR:
+        for i in range(N):
+            x[i] = U[row, i]
+    elif f_code == FOLD_RELU:
+        for i in range(N):
+            x[i] = fold(np.float64(U[row, i]), FOLD_RELU)
+    else:
+        for i in range(N):
+            x[i] = fold(np.float64(U[row, i]), f_code)
 
 
 @njit(cache=True, nogil=True)
@@ -72,8 +73,7 @@ def sgd_steps(U, row_start, row_stop, w, v, A, f_code, g_code, train_second_laye
     v_rate = lr / N
     for row in range(row_start, row_stop):
         if input_model == INPUT_HMM:
-            for i in range(N):
-                x[i] = fold(np.float64(U[row, i]), f_code)
+            _fold_row(U, row, x, f_code, N)
         else:
             for i in range(N):
                 x[i] = fold_a + fold_b * np.float64(U[row, i]) + fold_noise * xi[row, i]
@@ -82,7 +82,7 @@ def sgd_steps(U, row_start, row_stop, w, v, A, f_code, g_code, train_second_laye
             y += A[n] * activation(np.float64(U[row, N + n]), g_code)
         yhat = 0.0
         for k in range(K):
-            lam[k] = _dot(w, k, x, N) * inv_sqrt_n
+            lam[k] = dot(w[k], x) * inv_sqrt_n
             yhat += v[k] * activation(lam[k], g_code)
         yhat_out[row] = yhat
         if not abs(yhat) <= DIVERGENCE_BOUND:

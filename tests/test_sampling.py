@@ -105,7 +105,7 @@ def assert_within_se(estimate, exact, se, what: str, k: float = K_SE):
 
 def whitening_matrix(mix, b: int) -> np.ndarray:
     """M_b = I_B + U_b diag(shift_b) U_bᵀ from the stored whitening factors (§2.2)."""
-    U = mix.whiten_vectors[b]
+    U = mix.whiten_vectors[b].T
     return np.eye(mix.block_size) + U @ np.diag(mix.whiten_shifts[b]) @ U.T
 
 
@@ -242,7 +242,7 @@ def test_mixture_moments_exact(m, B):
     np.testing.assert_allclose(mix.covariance(), expected_cov, rtol=0, atol=1e-13)
     np.testing.assert_allclose(np.diag(mix.covariance()), mix.std ** 2, rtol=1e-14, atol=0)
     np.testing.assert_allclose(mix.cumulative_weights, np.cumsum(p), rtol=0, atol=0)
-    assert mix.whiten_vectors.shape == (D // B, B, m)
+    assert mix.whiten_vectors.shape == (D // B, m, B)
     assert mix.whiten_shifts.shape == (D // B, m)
 
 
