@@ -32,8 +32,8 @@ class Count(click.ParamType):
             return value
         try:
             return parse_count(value, param.name if param else "value", self.low, self.high)
-        except ConfigError as exc:
-            self.fail(str(exc).split(" must be ", 1)[-1].join(["must be ", ""]), param, ctx)
+        except ConfigError as exc:  # "<name> must be …, got …": keep what follows the name
+            self.fail("must be " + str(exc).split(" must be ", 1)[-1], param, ctx)
 
 
 class Real(click.ParamType):

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.activations import ACTIVATION_CODES, FOLD_CODES, activation_array, fold_array
+from analysis.activations import (ACTIVATION_CODES, FOLD_CODES, activation_array, fold_array,
+                                  folding_coefficients)
 from analysis.integrals import generalisation_error
 from fastsgd import io
-from fastsgd.config import ConfigError, SimConfig
+from fastsgd.config import MAX_SEEDS, ConfigError, SimConfig, parse_count
 from fastsgd.observables import (order_parameters, spectral_initial_state, student_fields,
                                  teacher_overlap, test_set_statistics)
 from fastsgd.sampling import (STANDARDIZE_CODES, Mixture, draw_mixture, fill_standard_normal,
@@ -56,11 +57,6 @@ class SeedProblem:
     test_y: np.ndarray            # (P,) noiseless labels
 
 
-def fold_coefficients(cfg: SimConfig) -> tuple[float, float, float, float]:
-    from analysis.activations import folding_coefficients
-    return folding_coefficients(cfg.f)
-
-
 def latent_kernel_args(mixture: Mixture, standardize: str) -> tuple:
     """Arguments of :func:`sample_mixture_latent` after the two Generators and the output."""
     return (mixture.means, mixture.cumulative_weights, mixture.block_size,
@@ -70,7 +66,7 @@ def latent_kernel_args(mixture: Mixture, standardize: str) -> tuple:
 
 def make_inputs(cfg: SimConfig, U: np.ndarray, xi: np.ndarray | None) -> np.ndarray:
     """Inputs x from the pre-folding block U[:, :N]: f(u), or a + b·u + √ζ·ξ (float64)."""
-    a, b, _, zeta = fold_coefficients(cfg)
+    a, b, _, zeta = folding_coefficients(cfg.f)
     u = np.ascontiguousarray(U[:, :cfg.N], dtype=np.float64)
     if cfg.input_model == "equivalent_gaussian":
         return a + b * u + math.sqrt(zeta) * xi
@@ -115,7 +111,7 @@ def build_problem(cfg: SimConfig, streams: SeedStreams) -> SeedProblem:
 def take_record(cfg: SimConfig, problem: SeedProblem, w: np.ndarray, v: np.ndarray
                 ) -> dict[str, np.ndarray | float]:
     """All observables of one record (MODEL.md §4) for the current weights."""
-    _, b, _, zeta = fold_coefficients(cfg)
+    _, b, _, zeta = folding_coefficients(cfg.f)
     ops = order_parameters(w, problem.features, problem.teacher, b, zeta)
     T = teacher_overlap(problem.teacher)
     if cfg.f == "relu":
@@ -180,7 +176,7 @@ class SeedRunner:
         label_noise = np.zeros(GEN_BLOCK)
         x, lam, coef = np.empty(N), np.empty(K), np.empty(K)
         yhat = np.empty(GEN_BLOCK)
-        a, b, _, zeta = fold_coefficients(cfg)
+        a, b, _, zeta = folding_coefficients(cfg.f)
         latent_args = latent_kernel_args(problem.mixture, cfg.standardize)
         kernel_args = (problem.A, FOLD_CODES[cfg.f], ACTIVATION_CODES[cfg.g],
                        cfg.train_second_layer, cfg.lr,
@@ -321,7 +317,6 @@ def simulate(cfg: SimConfig, out=None, overwrite: bool = False, threads: int | N
     if threads is None:
         threads = min(cfg.seeds, usable_cores())
     else:
-        from fastsgd.config import MAX_SEEDS, parse_count
         threads = parse_count(threads, "threads", 1, MAX_SEEDS)
     threads = min(threads, cfg.seeds)
     check_resources(cfg, threads)
