@@ -8,9 +8,11 @@ columns of C):
 - I4(α, β, γ, κ)  = E[g'(z_α) g'(z_β) g(z_γ) g(z_κ)]
 - J2(α, β)        = E[g'(z_α) g'(z_β)]
 
-Each function takes the sub-covariance of its arguments (2×2, 3×3 or 4×4) and g ∈ {erf, linear,
-relu}. The ReLU I4 has no elementary closed form and is not available yet: it raises
-NotImplementedError rather than returning an approximation.
+Each formula exists once, as a numba kernel on the covariance entries (``i2_entries`` …), used by
+the ODE right-hand sides, the simulator's ε_g and the public functions :func:`I2` … :func:`J2`,
+which take the sub-covariance of their arguments (2×2, 3×3 or 4×4) and g ∈ {erf, linear, relu}.
+The ReLU I4 has no elementary closed form and is not available yet: :func:`I4` raises
+NotImplementedError for it rather than returning an approximation.
 """
 
 from __future__ import annotations
@@ -18,127 +20,201 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
-from analysis.activations import ACTIVATIONS
+from analysis.activations import ACTIVATION_CODES, ACTIVATIONS, G_ERF, G_LINEAR, G_RELU
 
 _TWO_PI = 2.0 * math.pi
+_TWO_OVER_PI = 2.0 / math.pi
+_FOUR_OVER_PI2 = 4.0 / math.pi ** 2
 
 
-def _check(cov, size: int, g: str) -> np.ndarray:
-    if g not in ACTIVATIONS:
-        raise ValueError(f"g must be one of {', '.join(ACTIVATIONS)}, got {g!r}")
-    c = np.asarray(cov, dtype=np.float64)
-    if c.shape != (size, size):
-        raise ValueError(f"cov must have shape ({size}, {size}), got {c.shape}")
-    return c
-
-
-def _clip_unit(x: float) -> float:
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _clip_unit(x):
     return min(1.0, max(-1.0, x))
 
 
-def I2(cov, *, g: str = "erf") -> float:
-    """I2 = E[g(z₀) g(z₁)] for z ~ N(0, cov), cov 2×2.
+@njit(cache=True, nogil=True, error_model="numpy")
+def i2_entries(c00, c01, c11, g):
+    """I2 = E[g(z₀) g(z₁)].
 
     erf:    (2/π) arcsin(C₀₁ / √((1+C₀₀)(1+C₁₁)))
     linear: C₀₁
     relu:   (√(C₀₀C₁₁)/2π) [sin θ + (π − θ) cos θ], θ = arccos(C₀₁/√(C₀₀C₁₁))
     """
-    c = _check(cov, 2, g)
-    if g == "erf":
-        return 2.0 / math.pi * math.asin(c[0, 1] / math.sqrt((1 + c[0, 0]) * (1 + c[1, 1])))
-    if g == "linear":
-        return float(c[0, 1])
-    norm = math.sqrt(c[0, 0] * c[1, 1])
-    if norm == 0.0:
-        return 0.0
-    theta = math.acos(_clip_unit(c[0, 1] / norm))
+    if g == G_ERF:
+        return _TWO_OVER_PI * math.asin(c01 / math.sqrt((1.0 + c00) * (1.0 + c11)))
+    if g == G_LINEAR:
+        return c01
+    norm = math.sqrt(c00 * c11)
+    if not norm > 0.0:
+        return 0.0 if norm == 0.0 else math.nan
+    theta = math.acos(_clip_unit(c01 / norm))
     return norm / _TWO_PI * (math.sin(theta) + (math.pi - theta) * math.cos(theta))
 
 
-def I3(cov, *, g: str = "erf") -> float:
-    """I3 = E[g'(z₀) z₁ g(z₂)] for z ~ N(0, cov), cov 3×3.
+@njit(cache=True, nogil=True, error_model="numpy")
+def i3_entries(c00, c01, c02, c12, c22, g):
+    """I3 = E[g'(z₀) z₁ g(z₂)] (C₁₁ does not enter).
 
     erf:    (2/π) [C₁₂(1+C₀₀) − C₀₁C₀₂] / [(1+C₀₀) √Λ₃], Λ₃ = (1+C₀₀)(1+C₂₂) − C₀₂²
     linear: C₁₂
     relu:   C₀₁ √(C₀₀C₂₂ − C₀₂²)/(2π C₀₀) + C₁₂ [1/4 + arcsin(C₀₂/√(C₀₀C₂₂))/2π]
     """
-    c = _check(cov, 3, g)
-    if g == "erf":
-        lam3 = (1 + c[0, 0]) * (1 + c[2, 2]) - c[0, 2] ** 2
-        return (2.0 / math.pi * (c[1, 2] * (1 + c[0, 0]) - c[0, 1] * c[0, 2])
-                / ((1 + c[0, 0]) * math.sqrt(lam3)))
-    if g == "linear":
-        return float(c[1, 2])
-    if c[0, 0] <= 0.0 or c[2, 2] <= 0.0:
+    if g == G_ERF:
+        lam3 = (1.0 + c00) * (1.0 + c22) - c02 * c02
+        return (_TWO_OVER_PI * (c12 * (1.0 + c00) - c01 * c02)
+                / ((1.0 + c00) * math.sqrt(lam3)))
+    if g == G_LINEAR:
+        return c12
+    if c00 == 0.0 or c22 == 0.0:
         return 0.0  # z₀ ≡ 0 gives Θ(z₀) = 0; z₂ ≡ 0 gives relu(z₂) = 0
-    det02 = max(c[0, 0] * c[2, 2] - c[0, 2] ** 2, 0.0)
-    norm = math.sqrt(c[0, 0] * c[2, 2])
-    first = c[0, 1] * math.sqrt(det02) / (_TWO_PI * c[0, 0])
-    angle = math.asin(_clip_unit(c[0, 2] / norm))
-    return first + c[1, 2] * (0.25 + angle / _TWO_PI)
+    det02 = max(c00 * c22 - c02 * c02, 0.0)
+    norm = math.sqrt(c00 * c22)
+    return (c01 * math.sqrt(det02) / (_TWO_PI * c00)
+            + c12 * (0.25 + math.asin(_clip_unit(c02 / norm)) / _TWO_PI))
 
 
-def I4(cov, *, g: str = "erf") -> float:
-    """I4 = E[g'(z₀) g'(z₁) g(z₂) g(z₃)] for z ~ N(0, cov), cov 4×4.
+@njit(cache=True, nogil=True, error_model="numpy")
+def i4_entries(c00, c01, c02, c03, c11, c12, c13, c22, c23, c33, g):
+    """I4 = E[g'(z₀) g'(z₁) g(z₂) g(z₃)].
 
     erf: (4/π²) Λ₄^{−1/2} arcsin(Λ₀/√(Λ₁Λ₂)) with Λ₄, Λ₀, Λ₁, Λ₂ of MODEL.md §5.3.
-    linear: C₂₃. relu: not available (no elementary closed form; MODEL.md §5.4).
+    linear: C₂₃. relu: NaN here (no closed form; :func:`I4` refuses it).
     """
-    c = _check(cov, 4, g)
-    if g == "linear":
-        return float(c[2, 3])
-    if g == "relu":
-        raise NotImplementedError(
-            "I4 for g = relu has no closed form and is not implemented yet; "
-            "the ReLU ODE is not available")
-    lam4 = (1 + c[0, 0]) * (1 + c[1, 1]) - c[0, 1] ** 2
-    lam0 = (lam4 * c[2, 3] - c[1, 2] * c[1, 3] * (1 + c[0, 0]) - c[0, 2] * c[0, 3] * (1 + c[1, 1])
-            + c[0, 1] * c[0, 2] * c[1, 3] + c[0, 1] * c[0, 3] * c[1, 2])
-    lam1 = (lam4 * (1 + c[2, 2]) - c[1, 2] ** 2 * (1 + c[0, 0]) - c[0, 2] ** 2 * (1 + c[1, 1])
-            + 2 * c[0, 1] * c[0, 2] * c[1, 2])
-    lam2 = (lam4 * (1 + c[3, 3]) - c[1, 3] ** 2 * (1 + c[0, 0]) - c[0, 3] ** 2 * (1 + c[1, 1])
-            + 2 * c[0, 1] * c[0, 3] * c[1, 3])
-    return 4.0 / math.pi ** 2 / math.sqrt(lam4) * math.asin(lam0 / math.sqrt(lam1 * lam2))
+    if g == G_LINEAR:
+        return c23
+    if g == G_RELU:
+        return math.nan
+    lam4 = (1.0 + c00) * (1.0 + c11) - c01 * c01
+    lam0 = (lam4 * c23 - c12 * c13 * (1.0 + c00) - c02 * c03 * (1.0 + c11)
+            + c01 * c02 * c13 + c01 * c03 * c12)
+    lam1 = (lam4 * (1.0 + c22) - c12 * c12 * (1.0 + c00) - c02 * c02 * (1.0 + c11)
+            + 2.0 * c01 * c02 * c12)
+    lam2 = (lam4 * (1.0 + c33) - c13 * c13 * (1.0 + c00) - c03 * c03 * (1.0 + c11)
+            + 2.0 * c01 * c03 * c13)
+    return _FOUR_OVER_PI2 / math.sqrt(lam4) * math.asin(lam0 / math.sqrt(lam1 * lam2))
 
 
-def J2(cov, *, g: str = "erf") -> float:
-    """J2 = E[g'(z₀) g'(z₁)] for z ~ N(0, cov), cov 2×2.
+@njit(cache=True, nogil=True, error_model="numpy")
+def j2_entries(c00, c01, c11, g):
+    """J2 = E[g'(z₀) g'(z₁)].
 
     erf:    (2/π) / √(1 + C₀₀ + C₁₁ + C₀₀C₁₁ − C₀₁²)
     linear: 1
     relu:   1/4 + arcsin(C₀₁/√(C₀₀C₁₁))/2π
     """
-    c = _check(cov, 2, g)
-    if g == "erf":
-        return 2.0 / math.pi / math.sqrt(1 + c[0, 0] + c[1, 1] + c[0, 0] * c[1, 1] - c[0, 1] ** 2)
-    if g == "linear":
+    if g == G_ERF:
+        return _TWO_OVER_PI / math.sqrt(1.0 + c00 + c11 + c00 * c11 - c01 * c01)
+    if g == G_LINEAR:
         return 1.0
-    if c[0, 0] <= 0.0 or c[1, 1] <= 0.0:
+    if c00 == 0.0 or c11 == 0.0:
         return 0.0  # a field ≡ 0 has Θ = 0
-    norm = math.sqrt(c[0, 0] * c[1, 1])
-    return 0.25 + math.asin(_clip_unit(c[0, 1] / norm)) / _TWO_PI
+    return 0.25 + math.asin(_clip_unit(c01 / math.sqrt(c00 * c11))) / _TWO_PI
+
+
+# ---------------------------------------------------------------- index forms on a full C
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def i2_at(C, a, b, g):
+    """I2(a, b) on the full covariance C."""
+    return i2_entries(C[a, a], C[a, b], C[b, b], g)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def i3_at(C, a, b, c, g):
+    """I3(a, b, c) on the full covariance C."""
+    return i3_entries(C[a, a], C[a, b], C[a, c], C[b, c], C[c, c], g)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def i4_at(C, a, b, c, d, g):
+    """I4(a, b, c, d) on the full covariance C."""
+    return i4_entries(C[a, a], C[a, b], C[a, c], C[a, d], C[b, b], C[b, c], C[b, d],
+                      C[c, c], C[c, d], C[d, d], g)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def j2_at(C, a, b, g):
+    """J2(a, b) on the full covariance C."""
+    return j2_entries(C[a, a], C[a, b], C[b, b], g)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def i2_matrix_kernel(C, g, out):
+    n = C.shape[0]
+    for a in range(n):
+        for b in range(n):
+            out[a, b] = i2_at(C, a, b, g)
+    return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def generalisation_error_kernel(Q, R, T, v, A, g):
+    """ε_g = ½ Σ_{a,b} u_a u_b I2(a, b) on C = [[Q, R], [Rᵀ, T]] with u = (v, −A) (§4.3)."""
+    K = Q.shape[0]
+    M = T.shape[0]
+    C = np.empty((K + M, K + M))
+    C[:K, :K] = Q
+    C[:K, K:] = R
+    C[K:, :K] = R.T
+    C[K:, K:] = T
+    u = np.empty(K + M)
+    u[:K] = v
+    u[K:] = -A
+    total = 0.0
+    for a in range(K + M):
+        for b in range(K + M):
+            total += u[a] * u[b] * i2_at(C, a, b, g)
+    return 0.5 * total
+
+
+# ---------------------------------------------------------------- public functions
+def _check(cov, size: int, g: str) -> tuple[np.ndarray, int]:
+    if g not in ACTIVATIONS:
+        raise ValueError(f"g must be one of {', '.join(ACTIVATIONS)}, got {g!r}")
+    c = np.asarray(cov, dtype=np.float64)
+    if c.shape != (size, size):
+        raise ValueError(f"cov must have shape ({size}, {size}), got {c.shape}")
+    return c, ACTIVATION_CODES[g]
+
+
+def I2(cov, *, g: str = "erf") -> float:
+    """I2 = E[g(z₀) g(z₁)] for z ~ N(0, cov), cov 2×2 (formulas: :func:`i2_entries`)."""
+    c, code = _check(cov, 2, g)
+    return float(i2_entries(c[0, 0], c[0, 1], c[1, 1], code))
+
+
+def I3(cov, *, g: str = "erf") -> float:
+    """I3 = E[g'(z₀) z₁ g(z₂)] for z ~ N(0, cov), cov 3×3 (formulas: :func:`i3_entries`)."""
+    c, code = _check(cov, 3, g)
+    return float(i3_entries(c[0, 0], c[0, 1], c[0, 2], c[1, 2], c[2, 2], code))
+
+
+def I4(cov, *, g: str = "erf") -> float:
+    """I4 = E[g'(z₀) g'(z₁) g(z₂) g(z₃)] for z ~ N(0, cov), cov 4×4 (:func:`i4_entries`).
+
+    Not available for g = relu (no elementary closed form, MODEL.md §5.4).
+    """
+    c, code = _check(cov, 4, g)
+    if g == "relu":
+        raise NotImplementedError(
+            "I4 for g = relu has no closed form and is not implemented yet; "
+            "the ReLU ODE is not available")
+    return float(i4_at(c, 0, 1, 2, 3, code))
+
+
+def J2(cov, *, g: str = "erf") -> float:
+    """J2 = E[g'(z₀) g'(z₁)] for z ~ N(0, cov), cov 2×2 (formulas: :func:`j2_entries`)."""
+    c, code = _check(cov, 2, g)
+    return float(j2_entries(c[0, 0], c[0, 1], c[1, 1], code))
 
 
 def I2_matrix(cov, *, g: str = "erf") -> np.ndarray:
-    """All pairwise I2(α, β) for the fields of an (n, n) covariance, as an (n, n) array.
-
-    Entry (α, β) equals ``I2(cov[[α, β]][:, [α, β]], g=g)``; vectorised over pairs.
-    """
-    c = np.asarray(cov, dtype=np.float64)
+    """All pairwise I2(α, β) for the fields of an (n, n) covariance, as an (n, n) array."""
     if g not in ACTIVATIONS:
         raise ValueError(f"g must be one of {', '.join(ACTIVATIONS)}, got {g!r}")
-    d = np.diag(c)
-    if g == "erf":
-        one_plus = 1.0 + d
-        return 2.0 / np.pi * np.arcsin(c / np.sqrt(np.outer(one_plus, one_plus)))
-    if g == "linear":
-        return c.copy()
-    norm = np.sqrt(np.outer(d, d))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        theta = np.arccos(np.clip(c / norm, -1.0, 1.0))
-        out = norm / _TWO_PI * (np.sin(theta) + (np.pi - theta) * np.cos(theta))
-    return np.where(norm == 0.0, 0.0, out)
+    c = np.ascontiguousarray(cov, dtype=np.float64)
+    return i2_matrix_kernel(c, ACTIVATION_CODES[g], np.empty_like(c))
 
 
 def generalisation_error(Q, R, T, v, A, *, g: str = "erf") -> float:
@@ -147,9 +223,8 @@ def generalisation_error(Q, R, T, v, A, *, g: str = "erf") -> float:
     ε_g = ½ [Σ_{k,l} v_k v_l I2(k,l) + Σ_{n,m} A_n A_m I2(n,m) − 2 Σ_{k,n} v_k A_n I2(k,n)]
     with I2 evaluated on C = [[Q, R], [Rᵀ, T]].
     """
-    Q = np.asarray(Q, dtype=np.float64)
-    R = np.asarray(R, dtype=np.float64)
-    T = np.asarray(T, dtype=np.float64)
-    weights = np.concatenate([np.asarray(v, dtype=np.float64), -np.asarray(A, dtype=np.float64)])
-    C = np.block([[Q, R], [R.T, T]])
-    return 0.5 * float(weights @ I2_matrix(C, g=g) @ weights)
+    if g not in ACTIVATIONS:
+        raise ValueError(f"g must be one of {', '.join(ACTIVATIONS)}, got {g!r}")
+    as_array = lambda x: np.ascontiguousarray(x, dtype=np.float64)  # noqa: E731
+    return float(generalisation_error_kernel(as_array(Q), as_array(R), as_array(T), as_array(v),
+                                             as_array(A), ACTIVATION_CODES[g]))
