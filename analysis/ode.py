@@ -175,7 +175,12 @@ def _all_finite(a):
     return True
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+# Loops over the D eigenvalues may be reassociated (vectorised sums, fused multiply-adds); no
+# flag that assumes finite values is set, so NaN and inf still reach the failure checks.
+_FAST = {"reassoc", "contract"}
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
 def _hmm_closure(y, K, M, D, b, zeta, Q, R, Sigma):
     """Σ = (1/D)Σ_τ σ(ρ_τ), Q = ζW + b²Σ, R = (b/D)Σ_τ r(ρ_τ)."""
     r = y[:K * M * D].reshape((K, M, D))
@@ -195,9 +200,52 @@ def _hmm_closure(y, K, M, D, b, zeta, Q, R, Sigma):
             R[k, n] = b * acc / D
 
 
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
+def _hmm_densities(r, sig, dr, dsig, Yr, Bmat, gamma, v, rate, d_rho, b_rho, noise_rho, noise,
+                   acc_x, acc_y):
+    """The density equations, given B, γ (see :func:`_hmm_rhs`), with d(ρ) = ζδ + b²ρ,
+    bρ and ζρ + b²ρ²/δ tabulated over the eigenvalues; ``noise`` (K, K) is
+    η² v_k v_l (𝓘4 + σ²J2)."""
+    K, M, D = r.shape
+    for k in range(K):
+        vk = rate * v[k]
+        for m in range(M):
+            acc_x[:] = 0.0
+            acc_y[:] = 0.0
+            for j in range(K):
+                c = Bmat[k, j]
+                for t in range(D):
+                    acc_x[t] += c * r[j, m, t]
+            for n in range(M):
+                c = gamma[k, n]
+                for t in range(D):
+                    acc_y[t] += c * Yr[n, m, t]
+            for t in range(D):
+                dr[k, m, t] = vk * (d_rho[t] * acc_x[t] + b_rho[t] * acc_y[t])
+    for k in range(K):
+        for l in range(k, K):
+            acc_x[:] = 0.0
+            acc_y[:] = 0.0
+            for j in range(K):
+                ck = v[k] * Bmat[k, j]
+                cl = v[l] * Bmat[l, j]
+                for t in range(D):
+                    acc_x[t] += ck * sig[j, l, t] + cl * sig[j, k, t]
+            for n in range(M):
+                ck = v[k] * gamma[k, n]
+                cl = v[l] * gamma[l, n]
+                for t in range(D):
+                    acc_y[t] += ck * r[l, n, t] + cl * r[k, n, t]
+            nkl = noise[k, l]
+            for t in range(D):
+                value = rate * (d_rho[t] * acc_x[t] + b_rho[t] * acc_y[t]) + nkl * noise_rho[t]
+                dsig[k, l, t] = value
+                dsig[l, k, t] = value
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _hmm_rhs(y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, train_v,
-             C, drift, i4sum, j2, i2u, Bmat, gamma):
+             C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d):
     """Hidden-manifold ODE (MODEL.md §5.2) on y = [r (K·M·D), σ (K·K·D), W (K·K), v (K)].
 
     With the bracket written as 𝓛_k[X, Y](ρ) = v_k {d(ρ) Σ_j B_kj X^j + bρ Σ_n γ_kn Y^n}:
@@ -209,9 +257,10 @@ def _hmm_rhs(y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, 
     """
     KMD = K * M * D
     KKD = K * K * D
+    d_rho, b_rho, noise_rho, acc_x, acc_y = work_d[0], work_d[1], work_d[2], work_d[3], work_d[4]
+    Sigma, noise = work_kk[0], work_kk[1]
     Q = C[:K, :K]
     R = C[:K, K:]
-    Sigma = np.empty((K, K))
     _hmm_closure(y, K, M, D, b, zeta, Q, R, Sigma)
     C[K:, :K] = R.T
     C[K:, K:] = T
@@ -236,47 +285,14 @@ def _hmm_rhs(y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, 
                                   - R[k, n] * i3_at(C, k, k, tn, g)) / det
         Bmat[k, k] = diag
 
-    r = y[:KMD].reshape((K, M, D))
-    sig = y[KMD:KMD + KKD].reshape((K, K, D))
-    dr = dy[:KMD].reshape((K, M, D))
-    dsig = dy[KMD:KMD + KKD].reshape((K, K, D))
     dW = dy[KMD + KKD:KMD + KKD + K * K].reshape((K, K))
     dv = dy[KMD + KKD + K * K:]
-    rate = lr / delta
-    bb = b * b
     for k in range(K):
-        for m in range(M):
-            vk = rate * v[k]
-            for t in range(D):
-                acc_x = 0.0
-                for j in range(K):
-                    acc_x += Bmat[k, j] * r[j, m, t]
-                acc_y = 0.0
-                for n in range(M):
-                    acc_y += gamma[k, n] * Yr[n, m, t]
-                rho = rhos[t]
-                dr[k, m, t] = vk * ((zeta * delta + bb * rho) * acc_x + b * rho * acc_y)
-    for k in range(K):
-        for l in range(k, K):
-            noise = lr * lr * v[k] * v[l] * (i4sum[k, l] + j2[k, l])
-            for t in range(D):
-                rho = rhos[t]
-                d = zeta * delta + bb * rho
-                acc_k = 0.0
-                acc_l = 0.0
-                for j in range(K):
-                    acc_k += Bmat[k, j] * sig[j, l, t]
-                    acc_l += Bmat[l, j] * sig[j, k, t]
-                acc_yk = 0.0
-                acc_yl = 0.0
-                for n in range(M):
-                    acc_yk += gamma[k, n] * r[l, n, t]
-                    acc_yl += gamma[l, n] * r[k, n, t]
-                value = (rate * (v[k] * (d * acc_k + b * rho * acc_yk)
-                                 + v[l] * (d * acc_l + b * rho * acc_yl))
-                         + noise * (zeta * rho + bb * rho * rho / delta))
-                dsig[k, l, t] = value
-                dsig[l, k, t] = value
+        for l in range(K):
+            noise[k, l] = lr * lr * v[k] * v[l] * (i4sum[k, l] + j2[k, l])
+    _hmm_densities(y[:KMD].reshape((K, M, D)), y[KMD:KMD + KKD].reshape((K, K, D)),
+                   dy[:KMD].reshape((K, M, D)), dy[KMD:KMD + KKD].reshape((K, K, D)), Yr, Bmat,
+                   gamma, v, lr / delta, d_rho, b_rho, noise_rho, noise, acc_x, acc_y)
     for k in range(K):
         for l in range(K):
             dW[k, l] = (lr * (v[k] * drift[k, l] + v[l] * drift[l, k])
@@ -286,12 +302,15 @@ def _hmm_rhs(y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, 
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _rhs(model, y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, train_v,
-         C, drift, i4sum, j2, i2u, Bmat, gamma):
+def _rhs(model, y, dy, params, work):
+    """dy = F(y) for the model; ``params`` = (K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f,
+    g, sigma, train_v), ``work`` = the workspaces. False when the state is unusable."""
+    K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, train_v = params
+    C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d = work
     if model == SCM:
         return _scm_rhs(y, dy, K, M, T, A, lr, g, sigma, train_v, C, drift, i4sum, j2, i2u)
     return _hmm_rhs(y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, train_v,
-                    C, drift, i4sum, j2, i2u, Bmat, gamma)
+                    C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -333,6 +352,14 @@ def _integrate(model, method, y0, dt, t_eval, lo, theta, K, M, D, rhos, Yr, T, A
     i2u = np.empty(K)
     Bmat = np.empty((K, K))
     gamma = np.empty((K, M))
+    work_kk = np.empty((2, K, K))
+    work_d = np.empty((5, D))
+    for t in range(D):
+        work_d[0, t] = zeta * delta + b * b * rhos[t]              # d(ρ)
+        work_d[1, t] = b * rhos[t]                                 # bρ
+        work_d[2, t] = zeta * rhos[t] + b * b * rhos[t] ** 2 / delta  # ζρ + b²ρ²/δ
+    params = (K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, train_v)
+    work = (C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d)
     y = y0.copy()
     dy = np.empty_like(y)
     obs = np.empty(n_obs)
@@ -363,8 +390,7 @@ def _integrate(model, method, y0, dt, t_eval, lo, theta, K, M, D, rhos, Yr, T, A
                     first += 1
             if n == n_max:
                 break
-            if not _rhs(model, y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g,
-                        sigma, train_v, C, drift, i4sum, j2, i2u, Bmat, gamma):
+            if not _rhs(model, y, dy, params, work):
                 failed_at = n * dt
                 break
             for q in range(y.shape[0]):
@@ -381,20 +407,16 @@ def _integrate(model, method, y0, dt, t_eval, lo, theta, K, M, D, rhos, Yr, T, A
             ok = True
             while target - t > 1e-9 * dt:
                 h = min(dt, target - t)
-                ok = _rhs(model, y, k1, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g,
-                          sigma, train_v, C, drift, i4sum, j2, i2u, Bmat, gamma)
+                ok = _rhs(model, y, k1, params, work)
                 if ok:
                     stage[:] = y + 0.5 * h * k1
-                    ok = _rhs(model, stage, k2, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta,
-                              c_f, g, sigma, train_v, C, drift, i4sum, j2, i2u, Bmat, gamma)
+                    ok = _rhs(model, stage, k2, params, work)
                 if ok:
                     stage[:] = y + 0.5 * h * k2
-                    ok = _rhs(model, stage, k3, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta,
-                              c_f, g, sigma, train_v, C, drift, i4sum, j2, i2u, Bmat, gamma)
+                    ok = _rhs(model, stage, k3, params, work)
                 if ok:
                     stage[:] = y + h * k3
-                    ok = _rhs(model, stage, k4, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta,
-                              c_f, g, sigma, train_v, C, drift, i4sum, j2, i2u, Bmat, gamma)
+                    ok = _rhs(model, stage, k4, params, work)
                 if not ok:
                     failed_at = t
                     break
