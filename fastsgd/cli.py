@@ -139,6 +139,132 @@ def simulate(threads, out, overwrite, quiet, first_layer_only, **fields) -> None
         raise SystemExit(EXIT_DIVERGED)
 
 
+def _load_run(path: str, what: str = "RUN"):
+    import fastsgd
+    try:
+        return fastsgd.load(path)
+    except fastsgd.RunFileError as exc:
+        raise click.UsageError(f"{what}: {exc}") from None
+
+
+def _seed_positions(run, text: str) -> list[int]:
+    if text.strip().lower() == "all":
+        return list(range(len(run.status)))
+    available = [int(s) for s in run.seed_index]
+    try:
+        wanted = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        wanted = []
+    if not wanted or any(s not in available for s in wanted):
+        raise click.UsageError(f"--seed-index must be 'all' or a comma-separated list of the "
+                               f"run's seed indices {available}, got {text!r}")
+    return [available.index(s) for s in wanted]
+
+
+def _positive_dt(dt: float) -> float:
+    if not dt > 0:
+        raise click.UsageError(f"--dt must be a finite number > 0, got {dt!r}")
+    return dt
+
+
+@cli.command()
+@click.argument("run_path", metavar="RUN.h5", type=click.Path(dir_okay=False))
+@click.option("--seed-index", default="all", show_default=True,
+              help="'all' or comma-separated seed indices of the run.")
+@click.option("--dt", type=Real(), default=0.01, show_default=True, help="ODE time step.")
+@click.option("--method", type=_choice(["euler", "rk4"]), default="euler", show_default=True,
+              help="euler (the published integrators' semantics) or rk4.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output ODE.h5.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def ode(run_path, seed_index, dt, method, out, overwrite) -> None:
+    """Integrate every seed's HMM ODE from its exact initial state on the run's time grid."""
+    from pathlib import Path
+
+    from analysis.compare import TheoryUnavailable, integrate_run, write_ode_file
+
+    run = _load_run(run_path)
+    positions = _seed_positions(run, seed_index)
+    _positive_dt(dt)
+    out_path = Path(out)
+    if out_path.exists() and not overwrite:
+        raise click.UsageError(f"out: {out_path} exists; pass --overwrite to replace it")
+    if not out_path.parent.is_dir():
+        raise click.UsageError(f"out: the folder {str(out_path.parent)!r} does not exist")
+    try:
+        trajectories = integrate_run(run, positions, dt=dt, method=method)
+    except (TheoryUnavailable, NotImplementedError) as exc:
+        raise click.UsageError(str(exc)) from None
+    write_ode_file(out_path, run, positions, trajectories, dt=dt, method=method,
+                   overwrite=overwrite)
+    failed = [int(run.seed_index[i]) for i, tr in zip(positions, trajectories)
+              if tr.status != "ok"]
+    click.echo(f"wrote {out_path} ({len(positions)} seed(s), {method}, dt = {dt:g})"
+               + (f"; ODE failed for seed index(es) {failed}" if failed else ""))
+
+
+@cli.command()
+@click.argument("run_path", metavar="RUN.h5", type=click.Path(dir_okay=False))
+@click.argument("ode_path", metavar="[ODE.h5]", required=False, type=click.Path(dir_okay=False))
+@click.option("--reference", type=click.Path(dir_okay=False),
+              help="Compare against this run (e.g. the Gaussian-latent run, sample_seed = "
+                   "seed + 1) instead of the ODE.")
+@click.option("--floor", type=click.Path(dir_okay=False),
+              help="The Gaussian-latent floor run: adds its deviation and the verdict.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG of the trajectories.")
+@click.option("--dt", type=Real(), default=0.01, show_default=True,
+              help="ODE time step when the ODE is integrated on the fly.")
+@click.option("--method", type=_choice(["euler", "rk4"]), default="euler", show_default=True)
+@click.option("--t-min", type=Real(), default=0.1, show_default=True,
+              help="Start of the deviation window.")
+@click.option("--t-max", type=Real(), default=None,
+              help="End of the deviation window.  [default: last time covered by both]")
+def compare(run_path, ode_path, reference, floor, plot, dt, method, t_min, t_max) -> None:
+    """Print the deviation of a run from its theory (mean ± s.e.m. over seeds)."""
+    from analysis.compare import (TheoryUnavailable, deviations, format_table, integrate_run,
+                                  load_ode_file, ode_curves, reference_curves)
+    from analysis.deviation import aggregate, universality_verdict
+    import fastsgd
+
+    if ode_path and reference:
+        raise click.UsageError("give ODE.h5 or --reference, not both")
+    _positive_dt(dt)
+    run = _load_run(run_path)
+
+    def theory_for(target):
+        try:
+            if reference:
+                return reference_curves(target, _load_run(reference, "--reference"))
+            if ode_path and target is run:
+                return load_ode_file(ode_path, target)
+            return ode_curves(target, integrate_run(target, dt=dt, method=method))
+        except (TheoryUnavailable, NotImplementedError, ValueError,
+                fastsgd.RunFileError) as exc:
+            raise click.UsageError(str(exc)) from None
+
+    window = dict(t_min=t_min, t_max=t_max)
+    theory = theory_for(run)
+    d_run = deviations(run, theory, **window)
+    title = (f"{run.path}: deviation from {theory.source} "
+             f"({'ODE' if theory.kind == 'ode' else 'reference run'})")
+    click.echo(format_table({k: aggregate(v) for k, v in d_run.items()}, title))
+    if floor:
+        floor_run = _load_run(floor, "--floor")
+        if (floor_run.config.N, floor_run.config.D) != (run.config.N, run.config.D):
+            raise click.UsageError("--floor: its (N, D) differ from the run's")
+        d_floor = deviations(floor_run, theory_for(floor_run), **window)
+        click.echo("")
+        click.echo(format_table({k: aggregate(v) for k, v in d_floor.items()},
+                                f"floor {floor_run.path}"))
+        verdict = universality_verdict(d_run["eg_mc"], d_floor["eg_mc"])
+        click.echo(f"\nverdict (eg_mc): {verdict.verdict}; cell {verdict.cell}, floor "
+                   f"{verdict.floor}; paired difference {verdict.paired_mean:.4g} ± "
+                   f"{verdict.paired_sem:.2g} (z = {verdict.paired_z:.2f})")
+    if plot:
+        from analysis.plots import plot_comparison
+        plot_comparison(run, theory, plot)
+        click.echo(f"wrote {plot}")
+
+
 def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 

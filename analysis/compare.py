@@ -1,0 +1,192 @@
+"""A run against its theory: the ODE of every seed, the ODE file, and the deviation table
+(MODEL.md §6, §8.1 `fastsgd ode` and `fastsgd compare`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from analysis.activations import folding_coefficients
+from analysis.deviation import Aggregate, aggregate, eg_deviation, op_deviation
+from analysis.ode import Trajectory, integrate_hmm
+
+ODE_FORMAT_VERSION = 1
+
+
+class TheoryUnavailable(ValueError):
+    """The run's configuration has no Gaussian ODE (f with a ≠ 0, g = relu, other inputs)."""
+
+
+def check_ode_applies(config) -> None:
+    """Refuse, naming the option, what the HMM ODE cannot honour (MODEL.md §8.1)."""
+    a = folding_coefficients(config.f)[0]
+    if a != 0.0:
+        raise TheoryUnavailable(
+            f"f = {config.f} has a = E f(u) = {a:.4f} ≠ 0: no Gaussian ODE applies; compare "
+            "with a Gaussian-latent run instead (--reference)")
+    if config.g == "relu":
+        raise TheoryUnavailable(
+            "g = relu: the ODE needs the ReLU I4, which is not implemented yet; compare with a "
+            "Gaussian-latent run instead (--reference)")
+    if config.input_model not in ("hmm", "equivalent_gaussian"):
+        raise TheoryUnavailable(f"input_model = {config.input_model}: no ODE applies")
+
+
+@dataclass
+class TheoryCurves:
+    """Reference curves for each seed of a run: an ODE file or a reference run.
+
+    Arrays have a leading seed axis matching the run's seed positions; ``valid`` marks seeds
+    whose reference is usable (ODE status ok / reference seed not diverged).
+    """
+
+    kind: str               # "ode" or "reference"
+    t: np.ndarray
+    eg: np.ndarray          # (S, n): ODE ε_g, or the reference run's eg_mc
+    eg_closed: np.ndarray   # (S, n): ODE ε_g, or the reference run's closed-form eg
+    Q: np.ndarray
+    R: np.ndarray
+    v: np.ndarray
+    valid: np.ndarray
+    source: str
+
+
+def integrate_run(run, seed_positions=None, *, dt: float = 0.01, method: str = "euler"
+                  ) -> list[Trajectory]:
+    """The HMM ODE of each seed from its /initial_state, on the run's /t grid, with every
+    dynamics option of the run's config (lr, δ = D/N, f, g, train_second_layer, sigma)."""
+    cfg = run.config
+    check_ode_applies(cfg)
+    positions = range(len(run.status)) if seed_positions is None else seed_positions
+    return [integrate_hmm(run.initial_state(i), lr=cfg.lr, delta=cfg.D / cfg.N, f=cfg.f,
+                          g=cfg.g, train_second_layer=cfg.train_second_layer, dt=dt,
+                          t_eval=run.t, method=method, sigma=cfg.sigma)
+            for i in positions]
+
+
+def write_ode_file(path, run, seed_positions, trajectories, *, dt: float, method: str,
+                   overwrite: bool = False) -> Path:
+    """ODE.h5: the run's root attributes plus ``ode`` (JSON), /seed_index, /t, /Q /W /Sigma,
+    /R, /v, /eg, /T, /A, /status (MODEL.md §8.1)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"out: {path} exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"out: the folder {str(path.parent)!r} does not exist")
+    stack = lambda name: np.stack([getattr(tr, name) for tr in trajectories])  # noqa: E731
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as fh:
+        for key, value in run.attrs.items():
+            fh.attrs[key] = value
+        fh.attrs["ode"] = json.dumps({"dt": dt, "method": method, "source": str(run.path),
+                                      "equations": "MODEL.md §5.2 (hmm)"})
+        data = {"seed_index": run.seed_index[list(seed_positions)], "t": run.t,
+                "Q": stack("Q"), "W": stack("W"), "Sigma": stack("Sigma"), "R": stack("R"),
+                "v": stack("v"), "eg": stack("eg"), "T": stack("T"), "A": stack("A"),
+                "t_failed": np.array([tr.t_failed for tr in trajectories]),
+                "status": np.array([tr.status.encode("ascii") for tr in trajectories],
+                                   dtype="S12")}
+        for name, value in data.items():
+            fh.create_dataset(name, data=value, track_times=False)
+    tmp.replace(path)
+    return path
+
+
+def load_ode_file(path, run) -> TheoryCurves:
+    """Read an ODE.h5 made for ``run``: one row per seed of the run (matched by seed index)."""
+    from fastsgd.io import RunFileError
+
+    path = Path(path)
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise RunFileError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with fh:
+        if "ode" not in fh.attrs:
+            raise RunFileError(f"{path}: not a fastsgd ODE file (no 'ode' attribute)")
+        try:
+            seed_index = fh["seed_index"][...]
+            t = fh["t"][...]
+            data = {name: fh[name][...] for name in ("Q", "R", "v", "eg")}
+            status = [s.decode("ascii") for s in fh["status"][...]]
+        except KeyError as exc:
+            raise RunFileError(f"{path}: damaged ODE file ({exc})") from None
+    if t.shape != run.t.shape or not np.allclose(t, run.t):
+        raise RunFileError(f"{path}: its time grid is not the one of {run.path}")
+    rows = {int(s): i for i, s in enumerate(seed_index)}
+    missing = [int(s) for s in run.seed_index if int(s) not in rows]
+    if missing:
+        raise RunFileError(f"{path}: no ODE for seed index(es) {missing} of {run.path}")
+    order = [rows[int(s)] for s in run.seed_index]
+    return TheoryCurves(kind="ode", t=t, eg=data["eg"][order], eg_closed=data["eg"][order],
+                        Q=data["Q"][order], R=data["R"][order], v=data["v"][order],
+                        valid=np.array([status[i] == "ok" for i in order]), source=str(path))
+
+
+def ode_curves(run, trajectories) -> TheoryCurves:
+    """Reference curves from trajectories integrated in memory (one per seed of the run)."""
+    stack = lambda name: np.stack([getattr(tr, name) for tr in trajectories])  # noqa: E731
+    return TheoryCurves(kind="ode", t=run.t, eg=stack("eg"), eg_closed=stack("eg"),
+                        Q=stack("Q"), R=stack("R"), v=stack("v"),
+                        valid=np.array([tr.status == "ok" for tr in trajectories]),
+                        source="ODE integrated on the fly")
+
+
+def reference_curves(run, reference) -> TheoryCurves:
+    """A reference run (e.g. the Gaussian-latent run, sample_seed = seed + 1), paired by seed
+    index with ``run``."""
+    rows = {int(s): i for i, s in enumerate(reference.seed_index)}
+    missing = [int(s) for s in run.seed_index if int(s) not in rows]
+    if missing:
+        raise ValueError(f"reference {reference.path} lacks seed index(es) {missing}")
+    if (reference.config.N, reference.config.D, reference.config.K, reference.config.M) != (
+            run.config.N, run.config.D, run.config.K, run.config.M):
+        raise ValueError(f"reference {reference.path} has other sizes (N, D, K, M) than "
+                         f"{run.path}")
+    order = [rows[int(s)] for s in run.seed_index]
+    return TheoryCurves(kind="reference", t=reference.t, eg=reference.eg_mc[order],
+                        eg_closed=reference.eg[order], Q=reference.Q[order],
+                        R=reference.R[order], v=reference.v[order],
+                        valid=np.array([reference.status[i] == "ok" for i in order]),
+                        source=str(reference.path))
+
+
+QUANTITIES = ("eg_mc", "eg", "Q", "R", "v", "empirical/Q", "empirical/R")
+
+
+def deviations(run, theory: TheoryCurves, *, t_min: float = 0.1,
+               t_max: float | None = None) -> dict[str, np.ndarray]:
+    """Per-seed deviations d_s of every quantity (MODEL.md §6); NaN for a seed that diverged
+    or whose reference is unusable."""
+    usable = np.array([s != "diverged" for s in run.status]) & theory.valid
+    window = dict(t_min=t_min, t_max=t_max)
+    d = {
+        "eg_mc": eg_deviation(run.t, run.eg_mc, theory.t, theory.eg, **window),
+        "eg": eg_deviation(run.t, run.eg, theory.t, theory.eg_closed, **window),
+        "Q": op_deviation(run.t, run.Q, theory.t, theory.Q, per_seed=True, **window),
+        "R": op_deviation(run.t, run.R, theory.t, theory.R, per_seed=True, **window),
+        "v": op_deviation(run.t, run.v, theory.t, theory.v, per_seed=True, **window),
+        "empirical/Q": op_deviation(run.t, run.empirical["Q"], theory.t, theory.Q,
+                                    per_seed=True, **window),
+        "empirical/R": op_deviation(run.t, run.empirical["R"], theory.t, theory.R,
+                                    per_seed=True, **window),
+    }
+    return {name: np.where(usable, value, np.nan) for name, value in d.items()}
+
+
+def deviation_table(run, theory: TheoryCurves, **window) -> dict[str, Aggregate]:
+    """Mean ± s.e.m. over seeds of every quantity's deviation."""
+    return {name: aggregate(d) for name, d in deviations(run, theory, **window).items()}
+
+
+def format_table(table: dict[str, Aggregate], title: str) -> str:
+    lines = [title, f"{'quantity':14s} {'mean':>10s} {'s.e.m.':>10s} {'n_valid':>8s}"]
+    for name, agg in table.items():
+        sem = "nan" if math.isnan(agg.sem) else f"{agg.sem:10.3g}"
+        lines.append(f"{name:14s} {agg.mean:10.4g} {sem:>10s} {agg.n_valid:8d}")
+    return "\n".join(lines)
