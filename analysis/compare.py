@@ -54,6 +54,8 @@ class TheoryCurves:
     v: np.ndarray
     valid: np.ndarray
     source: str
+    dt: float | None = None        # the ODE's step and method, when it is an ODE
+    method: str | None = None
 
 
 def integrate_run(run, seed_positions=None, *, dt: float = 0.01, method: str = "euler"
@@ -109,6 +111,10 @@ def load_ode_file(path, run) -> TheoryCurves:
     with fh:
         if "ode" not in fh.attrs:
             raise RunFileError(f"{path}: not a fastsgd ODE file (no 'ode' attribute)")
+        if fh.attrs.get("config") != run.attrs.get("config"):
+            raise RunFileError(f"{path}: made for another run (its config differs from the one "
+                               f"of {run.path})")
+        settings = json.loads(fh.attrs["ode"])
         try:
             seed_index = fh["seed_index"][...]
             t = fh["t"][...]
@@ -125,16 +131,19 @@ def load_ode_file(path, run) -> TheoryCurves:
     order = [rows[int(s)] for s in run.seed_index]
     return TheoryCurves(kind="ode", t=t, eg=data["eg"][order], eg_closed=data["eg"][order],
                         Q=data["Q"][order], R=data["R"][order], v=data["v"][order],
-                        valid=np.array([status[i] == "ok" for i in order]), source=str(path))
+                        valid=np.array([status[i] == "ok" for i in order]), source=str(path),
+                        dt=float(settings["dt"]), method=str(settings["method"]))
 
 
 def ode_curves(run, trajectories) -> TheoryCurves:
     """Reference curves from trajectories integrated in memory (one per seed of the run)."""
     stack = lambda name: np.stack([getattr(tr, name) for tr in trajectories])  # noqa: E731
+    first = trajectories[0]
     return TheoryCurves(kind="ode", t=run.t, eg=stack("eg"), eg_closed=stack("eg"),
                         Q=stack("Q"), R=stack("R"), v=stack("v"),
                         valid=np.array([tr.status == "ok" for tr in trajectories]),
-                        source="ODE integrated on the fly")
+                        source=f"the ODE ({first.method}, dt = {first.dt:g})",
+                        dt=first.dt, method=first.method)
 
 
 def reference_curves(run, reference) -> TheoryCurves:

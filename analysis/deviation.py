@@ -14,6 +14,8 @@ def _window(t, sim_ok, t_ref, ref_ok, t_min, t_max):
     covered range, both curves finite there. t_max = None: the last time covered by both."""
     t = np.asarray(t, dtype=np.float64)
     t_ref = np.asarray(t_ref, dtype=np.float64)
+    if np.any(np.diff(t_ref) < 0) or np.any(np.diff(t) < 0):
+        raise ValueError("the simulation and reference times must be sorted")
     usable_ref = ref_ok & (t_ref > 0)
     if not usable_ref.any():
         return np.zeros(t.shape, dtype=bool)

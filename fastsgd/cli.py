@@ -225,9 +225,13 @@ def compare(run_path, ode_path, reference, floor, plot, dt, method, t_min, t_max
     from analysis.deviation import aggregate, universality_verdict
     import fastsgd
 
+    from pathlib import Path
+
     if ode_path and reference:
         raise click.UsageError("give ODE.h5 or --reference, not both")
     _positive_dt(dt)
+    if plot and not Path(plot).resolve().parent.is_dir():
+        raise click.UsageError(f"--plot: the folder {str(Path(plot).parent)!r} does not exist")
     run = _load_run(run_path)
 
     def theory_for(target):
@@ -243,6 +247,8 @@ def compare(run_path, ode_path, reference, floor, plot, dt, method, t_min, t_max
 
     window = dict(t_min=t_min, t_max=t_max)
     theory = theory_for(run)
+    if theory.kind == "ode":  # the floor's ODE is integrated with the same step and method
+        dt, method = theory.dt, theory.method
     d_run = deviations(run, theory, **window)
     title = (f"{run.path}: deviation from {theory.source} "
              f"({'ODE' if theory.kind == 'ode' else 'reference run'})")
