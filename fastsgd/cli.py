@@ -12,9 +12,10 @@ import sys
 import click
 
 from analysis.activations import ACTIVATIONS, FOLDS
-from fastsgd.config import (INPUT_MODELS, MAX_DIM, MAX_RECORDS, MAX_SEED, MAX_SEEDS, MAX_STEPS,
-                            MAX_TEST_SIZE, MAX_UNITS, PRECISIONS, STANDARDIZATIONS,
-                            WEIGHT_SCHEMES, ConfigError, SimConfig, parse_count)
+from fastsgd.config import (INPUT_MODELS, MAX_BLAS_THREADS, MAX_DIM, MAX_RECORDS, MAX_SEED,
+                            MAX_SEEDS, MAX_STEPS, MAX_TEST_SIZE, MAX_UNITS, PRECISIONS,
+                            STANDARDIZATIONS, WEIGHT_SCHEMES, ConfigError, SimConfig,
+                            parse_count)
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_SIGINT, EXIT_SIGTERM = 0, 2, 3, 130, 143
 
@@ -111,7 +112,7 @@ def cli() -> None:
               show_default=True, help="hmm, or the equivalent Gaussian model of the inputs.")
 @click.option("--first-seed-index", "first_seed_index", type=Count(0, MAX_SEED - MAX_SEEDS),
               default=0, show_default=True, help="Index of the first seed (re-run one seed).")
-@click.option("--blas-threads", "blas_threads", type=Count(1, 1024), default=1,
+@click.option("--blas-threads", "blas_threads", type=Count(1, MAX_BLAS_THREADS), default=1,
               show_default=True, help="BLAS threads for a single seed (not bitwise reproducible).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Output HDF5 file.  [default: a parameter-derived name in data/]")
@@ -293,15 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"{prefix}: error: {_one_line(exc.format_message())}", err=True)
         code = EXIT_USAGE
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):
+        click.echo(f"{prefix}: interrupted (SIGINT); the file holds every record so far",
+                   err=True)
         code = EXIT_SIGINT
     except (ConfigError, FileExistsError, fastsgd.RunFileError) as exc:
         click.echo(f"{prefix}: error: {_one_line(exc)}", err=True)
         code = EXIT_USAGE
-    except KeyboardInterrupt:
-        click.echo(f"{prefix}: interrupted (SIGINT); the file holds every record so far",
-                   err=True)
-        code = EXIT_SIGINT
     except fastsgd.Terminated:
         click.echo(f"{prefix}: terminated (SIGTERM); the file holds every record so far",
                    err=True)

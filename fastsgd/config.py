@@ -25,6 +25,7 @@ MAX_RECORDS = 1_000_000
 MAX_TEST_SIZE = 1_000_000_000
 MAX_SEED = 2 ** 63 - 1
 MAX_BLAS_THREADS = 1024
+MAX_REAL = 1e6                # alpha, lr, sigma: far beyond any meaningful value, far from overflow
 
 
 class ConfigError(ValueError):
@@ -65,14 +66,14 @@ def parse_count(value: Any, name: str, low: int, high: int) -> int:
 
 def _real(value: Any, name: str, *, minimum: float, strict: bool = False) -> float:
     relation = ">" if strict else ">="
-    allowed = f"a finite number {relation} {minimum:g}"
+    allowed = f"a finite number {relation} {minimum:g} and <= {MAX_REAL:g}"
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
         raise ConfigError(f"{name} must be {allowed}, got {value!r}")
     try:
         x = float(value)
     except ValueError:
         raise ConfigError(f"{name} must be {allowed}, got {value!r}") from None
-    if not math.isfinite(x) or x < minimum or (strict and x == minimum):
+    if not math.isfinite(x) or x < minimum or (strict and x == minimum) or x > MAX_REAL:
         raise ConfigError(f"{name} must be {allowed}, got {value!r}")
     return x
 
@@ -89,7 +90,8 @@ class SimConfig:
 
     Validated on creation; invalid values raise :class:`ConfigError`. Counts accept integral
     floats and strings such as ``1e6`` or ``"1_000_000"``; ``block_size=None`` becomes D, and
-    explicit ``weights`` become a tuple of m floats normalised to sum 1.
+    explicit ``weights`` become a tuple of m floats, kept as given (the sampler normalises them
+    by their sum), so that a config survives a JSON round trip unchanged.
     """
 
     N: int = 1000
@@ -174,10 +176,9 @@ class SimConfig:
         if (len(values) != self.m or any(isinstance(x, bool) for x in w)
                 or not all(math.isfinite(x) and x >= 0 for x in values)):
             raise ConfigError(f"weights must be {allowed}, got {w!r}")
-        total = math.fsum(values)
-        if total <= 0:
+        if math.fsum(values) <= 0:
             raise ConfigError(f"weights must have a positive sum, got {w!r}")
-        return tuple(x / total for x in values)
+        return tuple(values)
 
     # ------------------------------------------------------------------ derived values
     @property

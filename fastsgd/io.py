@@ -32,9 +32,12 @@ class RunFileError(ValueError):
 
 
 def record_steps(steps: int, records: int) -> np.ndarray:
-    """Record steps: sorted unique {0} ∪ rint(geomspace(1, steps, records − 1)) (MODEL.md §3.4)."""
-    grid = np.rint(np.geomspace(1, steps, records - 1)).astype(np.int64)
-    return np.unique(np.concatenate([np.zeros(1, dtype=np.int64), grid]))
+    """Record steps: sorted unique {0} ∪ rint(geomspace(1, steps, records − 1)) (MODEL.md §3.4).
+
+    With records = 2 the one log-spaced point is ``steps`` itself (geomspace would give 1), so
+    step 0 and ``steps`` are always included and n_t ≤ records."""
+    grid = np.rint(np.geomspace(1, steps, records - 1)) if records > 2 else np.array([steps])
+    return np.unique(np.concatenate([[0], grid]).astype(np.int64))
 
 
 def _cpu_model() -> str:
@@ -227,8 +230,8 @@ def load(path: str | os.PathLike) -> Run:
     path = Path(path)
     if not path.is_file():
         raise RunFileError(f"{path}: no such file")
-    try:
-        fh = h5py.File(path, "r")
+    try:  # no file locking: a run that is still being written can be inspected
+        fh = h5py.File(path, "r", locking=False)
     except OSError as exc:
         raise RunFileError(f"{path}: not a readable HDF5 file ({exc})") from None
     with fh:

@@ -57,6 +57,11 @@ class SeedProblem:
     test_y: np.ndarray            # (P,) noiseless labels
 
 
+def exact_int8_test_inputs(cfg: SimConfig) -> bool:
+    """Sign-folded HMM inputs are stored as int8: exact, and 8× smaller."""
+    return cfg.f == "sign" and cfg.input_model == "hmm"
+
+
 def latent_kernel_args(mixture: Mixture, standardize: str) -> tuple:
     """Arguments of :func:`sample_mixture_latent` after the two Generators and the output."""
     return (mixture.means, mixture.cumulative_weights, mixture.block_size,
@@ -93,8 +98,7 @@ def build_problem(cfg: SimConfig, streams: SeedStreams) -> SeedProblem:
     if cfg.input_model == "equivalent_gaussian":
         xi = np.empty((P, N))
         fill_standard_normal(streams.test_xi, xi)
-    exact_int8 = cfg.f == "sign" and cfg.input_model == "hmm"
-    test_inputs = np.empty((P, N), dtype=np.int8 if exact_int8 else np.float64)
+    test_inputs = np.empty((P, N), dtype=np.int8 if exact_int8_test_inputs(cfg) else np.float64)
     test_nu = np.empty((P, M))
     for start in range(0, P, _TEST_CHUNK):
         stop = min(start + _TEST_CHUNK, P)
@@ -168,7 +172,7 @@ class SeedRunner:
         dtype = np.float32 if cfg.precision == "mixed" else np.float64
         w = problem.w.copy()
         v = problem.v.copy()
-        generator = problem.generator.astype(dtype)
+        generator = problem.generator if dtype is np.float64 else problem.generator.astype(dtype)
         latent = np.empty((GEN_BLOCK, D), dtype=dtype)
         U = np.empty((GEN_BLOCK, N + M), dtype=dtype)
         equivalent = cfg.input_model == "equivalent_gaussian"
@@ -213,12 +217,12 @@ class SeedRunner:
                     self.writer.write(self.i, {"final/w": w, "final/v": v})
                     return "diverged", step
                 step = stop_at
-                if not (all_finite(w) and all_finite(v)):
-                    self.writer.write(self.i, {"final/w": w, "final/v": v})
-                    return "diverged", step
                 if row_out < steps.shape[0] and step == steps[row_out]:
                     self.writer.write_record(self.i, row_out, take_record(cfg, problem, w, v))
                     row_out += 1
+            if not (all_finite(w) and all_finite(v)):  # once per block (MODEL.md §3.4)
+                self.writer.write(self.i, {"final/w": w, "final/v": v})
+                return "diverged", step
             if self.progress is not None:
                 self.progress.update(block_stop - block_start)
         self.writer.write(self.i, {"final/w": w, "final/v": v})
@@ -233,22 +237,37 @@ def usable_cores() -> int:
 
 
 def _available_memory() -> int | None:
+    """MemAvailable, capped by the cgroup (container) limit where one is set."""
+    available = None
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    available = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return None
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        used = int(open("/sys/fs/cgroup/memory.current").read().strip())
+        if limit != "max":
+            room = int(limit) - used
+            available = room if available is None else min(available, room)
+    except (OSError, ValueError):
+        pass
+    return available
 
 
 def memory_per_seed(cfg: SimConfig) -> int:
-    """Bytes one running seed needs: 8·(N·D + P·N + P·D), P·N at 1 byte for int8 sign inputs."""
-    P = cfg.test_size
-    input_bytes = 1 if (cfg.f == "sign" and cfg.input_model == "hmm") else 8
-    xi = 8 * P * cfg.N if cfg.input_model == "equivalent_gaussian" else 0
-    return 8 * (cfg.N * cfg.D + P * cfg.D) + input_bytes * P * cfg.N + xi
+    """Peak bytes of one running seed: F and the GEMM operand [F/√D | W̃ᵀ/√D] (plus its float32
+    copy in mixed precision), the test set (latents P·D while it is made, inputs P·N at 1 byte
+    for int8 sign inputs, ξ for the equivalent Gaussian model), Ω = FᵀF/N with its
+    eigendecomposition, and the chunk buffers. It contains MODEL.md's 8·(N·D + P·N + P·D)."""
+    N, D, M, P = cfg.N, cfg.D, cfg.M, cfg.test_size
+    input_bytes = 1 if exact_int8_test_inputs(cfg) else 8
+    xi = 8 * P * N if cfg.input_model == "equivalent_gaussian" else 0
+    mixed = 4 * D * (N + M) if cfg.precision == "mixed" else 0
+    return (8 * (N * D + D * (N + M) + P * D + 2 * P * M + 3 * D * D + 3 * _TEST_CHUNK * N)
+            + mixed + input_bytes * P * N + xi)
 
 
 def default_output_path(cfg: SimConfig, folder: Path = Path("data")) -> Path:
@@ -257,8 +276,18 @@ def default_output_path(cfg: SimConfig, folder: Path = Path("data")) -> Path:
              f"alpha{cfg.alpha:g}", f"std-{cfg.standardize}", f"B{cfg.block_size}",
              f"{cfg.f}-{cfg.g}", f"lr{cfg.lr:g}", f"steps{cfg.steps}", f"seeds{cfg.seeds}",
              f"seed{cfg.seed}"]
-    if cfg.precision != "f64":
-        parts.append(cfg.precision)
+    extras = {"precision": "f64", "input_model": "hmm", "weights": "uniform", "sigma": 0.0,
+              "sample_seed": None, "first_seed_index": 0, "train_second_layer": True}
+    for name, default in extras.items():
+        value = getattr(cfg, name)
+        if value != default:
+            if name == "train_second_layer":
+                parts.append("first-layer-only")
+            elif isinstance(value, tuple):
+                parts.append("weights-explicit")
+            else:
+                parts.append(f"{name.replace('_', '-')}{value:g}" if isinstance(value, float)
+                             else f"{name.replace('_', '-')}-{value}")
     stem = "_".join(parts)
     candidate = folder / f"{stem}.h5"
     n = 1
@@ -290,8 +319,8 @@ def check_resources(cfg: SimConfig, threads: int) -> None:
     if available is not None and need > available:
         raise ConfigError(
             f"memory: {threads} concurrent seed(s) need {need / 2**30:.1f} GiB "
-            f"(8·(N·D + P·N + P·D) bytes each) but {available / 2**30:.1f} GiB are available; "
-            f"lower threads, N, D or test_size")
+            f"({memory_per_seed(cfg) / 2**30:.2f} GiB each: F, the test set, FᵀF/N) but "
+            f"{available / 2**30:.1f} GiB are available; lower threads, N, D or test_size")
 
 
 def simulate(cfg: SimConfig, out=None, overwrite: bool = False, threads: int | None = None,

@@ -45,7 +45,7 @@ def g_prime(z, g):
     if g == "erf":
         return math.sqrt(2.0 / math.pi) * np.exp(-z * z / 2.0)
     if g == "relu":
-        return (z > 0).astype(float)
+        return np.where(np.isnan(z), np.nan, (z > 0).astype(float))
     return np.ones_like(z)
 
 
@@ -60,8 +60,12 @@ FOLD_COEFFS = {  # (a, b, c_f) for u ~ N(0, 1), MODEL.md §2.4
 
 def fold_coeffs(f):
     if f == "tanh":  # the table's 10 digits are not enough for 1e-12 comparisons
-        from analysis.activations import folding_coefficients
-        return folding_coefficients("tanh")[:3]
+        from scipy.integrate import quad
+        density = lambda u: math.exp(-u * u / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+        b = quad(lambda u: u * math.tanh(u) * density(u), -40, 40, epsabs=1e-15, limit=200)[0]
+        c_f = quad(lambda u: math.tanh(u) ** 2 * density(u), -40, 40, epsabs=1e-15,
+                   limit=200)[0]
+        return 0.0, b, c_f
     return FOLD_COEFFS[f]
 
 
@@ -175,8 +179,9 @@ def simulate(cfg, seed_index=0, trace=False):
                 "empirical/R": lc.T @ nc / P, "empirical/T": nc.T @ nc / P,
                 "empirical/lambda_mean": lam.mean(0)}
 
-    grid = np.unique(np.concatenate(
-        [[0], np.rint(np.geomspace(1, cfg.steps, cfg.records - 1)).astype(np.int64)]))
+    log_points = (np.geomspace(1, cfg.steps, cfg.records - 1) if cfg.records > 2
+                  else np.array([cfg.steps]))  # one point: the last step (MODEL.md §3.4)
+    grid = np.unique(np.concatenate([[0], np.rint(log_points)]).astype(np.int64))
     records = {}
     r_lat, r_lab = gen(ent, s, 4, 0), gen(ent, s, 4, 1)
     r_noise, r_xi = gen(ent, s, 4, 2), gen(ent, s, 4, 3)

@@ -123,3 +123,11 @@ def test_divergence_stops_the_seed_and_keeps_earlier_records(tmp_path):
     assert run.step[n - 1] <= step < (run.step[n] if n < len(run.step) else np.inf)
     assert np.all(np.isfinite(run.eg_mc[0, :n]))
     assert np.all(np.isnan(run.eg_mc[0, n:])) and np.all(np.isnan(run.Q[0, n:]))
+
+
+@pytest.mark.parametrize("steps, records", [(1000, 2), (7, 3), (1, 2), (10 ** 6, 200)])
+def test_record_grid_always_holds_zero_and_the_last_step(steps, records):
+    from fastsgd.io import record_steps
+    grid = record_steps(steps, records)
+    assert grid[0] == 0 and grid[-1] == steps and len(grid) <= records
+    assert np.all(np.diff(grid) > 0)
