@@ -35,7 +35,10 @@ def test_signal_leaves_a_valid_file(signum, code, word, tmp_path):
         [sys.executable, "-m", "fastsgd.cli", "simulate", "-N", "200", "-D", "100",
          "--steps", "1e9", "--records", "400", "--seeds", "2", "--test-size", "500",
          "--out", str(out), "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a shell's background job inherits SIGINT as ignored, and Python then honours that;
+        # the child gets the default disposition, as a command typed at a terminal has
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for_records(out, 60)
         sent = time.monotonic()

@@ -1,0 +1,174 @@
+"""Throughput measurements: the simulator, the plain NumPy loop, and the machine's limit.
+
+One step costs 2·D·(N + M) flops of input generation (the GEMM that makes x and the teacher
+field) plus D normals; the limit is the time of exactly that work at the generation block shape,
+measured here in the same process: one one-thread GEMM (one seed) or two concurrent one-thread
+GEMMs (two seeds), plus D normals from a PCG64 Generator inside numba.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import fastsgd
+from fastsgd import io
+from fastsgd.sampling import fill_standard_normal
+from fastsgd.simulation import GEN_BLOCK, SeedRunner, build_problem
+from fastsgd.streams import SeedStreams
+
+SIZES = {"N500_D250_K2_M2": (500, 250, 2, 2), "N1000_D500_K2_M2": (1000, 500, 2, 2),
+         "N1000_D500_K8_M4": (1000, 500, 8, 4)}
+LATENTS = {"gaussian": {}, "mixture_m8_a2_whiten": dict(m=8, alpha=2.0, standardize="whiten")}
+
+
+def config(size: str, latent: str, **extra) -> fastsgd.SimConfig:
+    N, D, K, M = SIZES[size]
+    return fastsgd.SimConfig(N=N, D=D, K=K, M=M, **LATENTS[latent], **extra)
+
+
+# ----------------------------------------------------------------------------- fastsgd
+def _prepared_runner(cfg, i, writer):
+    runner = SeedRunner(cfg, i, writer, io.record_steps(cfg.steps, cfg.records),
+                        threading.Event())
+    streams = SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, cfg.first_seed_index + i)
+    return runner, build_problem(cfg, streams), streams
+
+
+def fastsgd_steps_per_second(cfg: fastsgd.SimConfig, seeds: int = 1) -> float:
+    """Steps per second of the training loop (generation, SGD, divergence checks and the
+    records of ``cfg``), summed over ``seeds`` seeds running concurrently, one BLAS thread
+    each. Setup (F, the test set, the spectral state) is excluded: it does not grow with
+    steps."""
+    cfg = cfg.replace(seeds=seeds)
+    with tempfile.TemporaryDirectory() as tmp, threadpool_limits(1, "blas"):
+        writer = io.RunWriter(Path(tmp) / "bench.h5", cfg,
+                              io.record_steps(cfg.steps, cfg.records), GEN_BLOCK, "bench",
+                              False)
+        prepared = [_prepared_runner(cfg, i, writer) for i in range(seeds)]
+        threads = [threading.Thread(target=runner._train, args=(problem, streams))
+                   for runner, problem, streams in prepared]
+        start = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        elapsed = time.perf_counter() - start
+        writer.close()
+    return seeds * cfg.steps / elapsed
+
+
+# ----------------------------------------------------------------------------- NumPy loop
+def numpy_loop_steps_per_second(cfg: fastsgd.SimConfig, steps: int, blas_threads: int) -> float:
+    """A plain per-sample NumPy loop of the same model (the tests' reference, without
+    records): one latent, one matrix–vector product for x and one for ν, one SGD step."""
+    rng = np.random.default_rng(0)
+    N, D, K, M = cfg.N, cfg.D, cfg.K, cfg.M
+    F = rng.standard_normal((N, D))
+    teacher = rng.standard_normal((M, D))
+    w, v, A = rng.standard_normal((K, N)), rng.standard_normal(K), np.ones(M)
+    means = rng.uniform(-cfg.alpha, cfg.alpha, (cfg.m, D))
+    p = np.full(cfg.m, 1 / cfg.m)
+    mu_bar = p @ means
+    cov = np.eye(D) + ((means - mu_bar).T * p) @ (means - mu_bar)
+    vals, vecs = np.linalg.eigh(cov)
+    whitening = vecs @ np.diag(vals ** -0.5) @ vecs.T
+    from scipy.special import erf
+    sqrt_n, sqrt_d, lr = math.sqrt(N), math.sqrt(D), cfg.lr
+    with threadpool_limits(blas_threads, "blas"):
+        start = time.perf_counter()
+        for _ in range(steps):
+            c = rng.standard_normal(D)
+            if cfg.m > 1:
+                c = whitening @ (c + means[rng.integers(cfg.m)] - mu_bar)
+            x = np.sign(F @ c / sqrt_d)
+            y = A @ erf(teacher @ c / sqrt_d / math.sqrt(2))
+            lam = w @ x / sqrt_n
+            g = erf(lam / math.sqrt(2))
+            delta = y - v @ g
+            gp = math.sqrt(2 / math.pi) * np.exp(-lam * lam / 2)
+            w += lr / sqrt_n * np.outer(v * delta * gp, x)
+            v += lr / N * delta * g
+        return steps / (time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- the limit
+@dataclass
+class Limit:
+    gemm_seconds_per_step: float     # one-thread GEMM at the block shape, per step
+    normal_seconds: float            # one normal from a Generator inside numba
+    D: int
+    concurrent: int
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.concurrent / (self.gemm_seconds_per_step + self.D * self.normal_seconds)
+
+
+def measure_limit(N: int, D: int, M: int, concurrent: int = 1, repeats: int = 60,
+                  dtype=np.float64) -> Limit:
+    """The limit for ``concurrent`` seeds: each runs a one-thread GEMM (GEN_BLOCK × D) ·
+    (D × (N + M)) in its own thread; the per-step time is wall time / (repeats · GEN_BLOCK)."""
+    rng = np.random.default_rng(1)
+    operands = [(rng.standard_normal((GEN_BLOCK, D)).astype(dtype),
+                 rng.standard_normal((D, N + M)).astype(dtype),
+                 np.empty((GEN_BLOCK, N + M), dtype=dtype)) for _ in range(concurrent)]
+
+    def work(C, G, U):
+        for _ in range(repeats):
+            np.dot(C, G, out=U)
+
+    with threadpool_limits(1, "blas"):
+        for C, G, U in operands:
+            np.dot(C, G, out=U)
+        threads = [threading.Thread(target=work, args=ops) for ops in operands]
+        start = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        gemm = (time.perf_counter() - start) / (repeats * GEN_BLOCK)
+    gen = np.random.Generator(np.random.PCG64(0))
+    buf = np.empty((GEN_BLOCK, D))
+    fill_standard_normal(gen, buf)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fill_standard_normal(gen, buf)
+    normal = (time.perf_counter() - start) / (repeats * buf.size)
+    return Limit(gemm, normal, D, concurrent)
+
+
+# ----------------------------------------------------------------------------- the ODEs
+def hmm_ode_seconds(method: str = "euler", dt: float = 0.01) -> float:
+    """HMM ODE, D = 250 (N = 500), K = M = 2, sign/erf, both layers, t = 1000."""
+    from analysis.ode import integrate_hmm
+    cfg = fastsgd.SimConfig(N=500, D=250, test_size=10, steps=10, records=2)
+    streams = SeedStreams.for_seed(0, 0, 0)
+    problem = build_problem(cfg, streams)
+    from fastsgd.observables import spectral_initial_state
+    state = spectral_initial_state(problem.features, problem.w, problem.teacher, problem.v,
+                                   problem.A)
+    kw = dict(lr=0.2, delta=0.5, train_second_layer=True, t_max=1000.0, method=method, dt=dt)
+    integrate_hmm(state, **{**kw, "t_max": 1.0})  # load the compiled kernel
+    start = time.perf_counter()
+    integrate_hmm(state, **kw)
+    return time.perf_counter() - start
+
+
+def scm_ode_seconds() -> float:
+    """Saad–Solla ODE, K = M = 2, erf, t = 2000, Euler dt = 0.01, from the shipped fixture."""
+    from analysis.ode import integrate_scm
+    ref = Path(__file__).resolve().parent.parent / "tests" / "data" / "ref" / \
+        "scm_erf_K2M2_lr0.2_Tidentity_ode_only"
+    ic = {name: np.loadtxt(ref / f"ic_{name}0.csv", delimiter=",") for name in "QRTvA"}
+    integrate_scm(ic["Q"], ic["R"], ic["T"], ic["v"], ic["A"], lr=0.2, t_max=1.0)
+    start = time.perf_counter()
+    integrate_scm(ic["Q"], ic["R"], ic["T"], ic["v"], ic["A"], lr=0.2, t_max=2000.0)
+    return time.perf_counter() - start
