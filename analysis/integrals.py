@@ -53,6 +53,18 @@ def i2_entries(c00, c01, c11, g):
     return norm / _TWO_PI * (math.sin(theta) + (math.pi - theta) * math.cos(theta))
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def erf_i3_lambda3(c00, c02, c22):
+    """Λ₃ = (1+C₀₀)(1+C₂₂) − C₀₂² of the erf I3."""
+    return (1.0 + c00) * (1.0 + c22) - c02 * c02
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def erf_i3_value(c00, c01, c02, c12, inv_sqrt_lambda3):
+    """erf I3 = (2/π) [C₁₂(1+C₀₀) − C₀₁C₀₂] / [(1+C₀₀) √Λ₃], given 1/√Λ₃."""
+    return _TWO_OVER_PI * (c12 * (1.0 + c00) - c01 * c02) / (1.0 + c00) * inv_sqrt_lambda3
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def i3_entries(c00, c01, c02, c12, c22, g):
     """I3 = E[g'(z₀) z₁ g(z₂)] (C₁₁ does not enter).
@@ -62,9 +74,7 @@ def i3_entries(c00, c01, c02, c12, c22, g):
     relu:   C₀₁ √(C₀₀C₂₂ − C₀₂²)/(2π C₀₀) + C₁₂ [1/4 + arcsin(C₀₂/√(C₀₀C₂₂))/2π]
     """
     if g == G_ERF:
-        lam3 = (1.0 + c00) * (1.0 + c22) - c02 * c02
-        return (_TWO_OVER_PI * (c12 * (1.0 + c00) - c01 * c02)
-                / ((1.0 + c00) * math.sqrt(lam3)))
+        return erf_i3_value(c00, c01, c02, c12, 1.0 / math.sqrt(erf_i3_lambda3(c00, c02, c22)))
     if g == G_LINEAR:
         return c12
     if c00 == 0.0 or c22 == 0.0:
@@ -73,6 +83,33 @@ def i3_entries(c00, c01, c02, c12, c22, g):
     norm = math.sqrt(c00 * c22)
     return (c01 * math.sqrt(det02) / (_TWO_PI * c00)
             + c12 * (0.25 + math.asin(_clip_unit(c02 / norm)) / _TWO_PI))
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def erf_i4_lambda4(c00, c01, c11):
+    """Λ₄ = (1+C₀₀)(1+C₁₁) − C₀₁² of the erf I4."""
+    return (1.0 + c00) * (1.0 + c11) - c01 * c01
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def erf_i4_lambda_side(lambda4, c00, c01, c11, c0x, c1x, cxx):
+    """Λ₁ (x = 2) or Λ₂ (x = 3): Λ₄(1+C_xx) − C_1x²(1+C₀₀) − C_0x²(1+C₁₁) + 2C₀₁C_0xC_1x."""
+    return (lambda4 * (1.0 + cxx) - c1x * c1x * (1.0 + c00) - c0x * c0x * (1.0 + c11)
+            + 2.0 * c01 * c0x * c1x)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def erf_i4_lambda0(lambda4, c00, c01, c11, c02, c03, c12, c13, c23):
+    """Λ₀ = Λ₄C₂₃ − C₁₂C₁₃(1+C₀₀) − C₀₂C₀₃(1+C₁₁) + C₀₁C₀₂C₁₃ + C₀₁C₀₃C₁₂."""
+    return (lambda4 * c23 - c12 * c13 * (1.0 + c00) - c02 * c03 * (1.0 + c11)
+            + c01 * c02 * c13 + c01 * c03 * c12)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def erf_i4_value(inv_sqrt_lambda4, lambda0, inv_sqrt_lambda1, inv_sqrt_lambda2):
+    """erf I4 = (4/π²) Λ₄^{−1/2} arcsin(Λ₀/√(Λ₁Λ₂)), given the inverse square roots."""
+    return (_FOUR_OVER_PI2 * inv_sqrt_lambda4
+            * math.asin(lambda0 * inv_sqrt_lambda1 * inv_sqrt_lambda2))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -86,14 +123,12 @@ def i4_entries(c00, c01, c02, c03, c11, c12, c13, c22, c23, c33, g):
         return c23
     if g == G_RELU:
         return math.nan
-    lam4 = (1.0 + c00) * (1.0 + c11) - c01 * c01
-    lam0 = (lam4 * c23 - c12 * c13 * (1.0 + c00) - c02 * c03 * (1.0 + c11)
-            + c01 * c02 * c13 + c01 * c03 * c12)
-    lam1 = (lam4 * (1.0 + c22) - c12 * c12 * (1.0 + c00) - c02 * c02 * (1.0 + c11)
-            + 2.0 * c01 * c02 * c12)
-    lam2 = (lam4 * (1.0 + c33) - c13 * c13 * (1.0 + c00) - c03 * c03 * (1.0 + c11)
-            + 2.0 * c01 * c03 * c13)
-    return _FOUR_OVER_PI2 / math.sqrt(lam4) * math.asin(lam0 / math.sqrt(lam1 * lam2))
+    lam4 = erf_i4_lambda4(c00, c01, c11)
+    lam1 = erf_i4_lambda_side(lam4, c00, c01, c11, c02, c12, c22)
+    lam2 = erf_i4_lambda_side(lam4, c00, c01, c11, c03, c13, c33)
+    lam0 = erf_i4_lambda0(lam4, c00, c01, c11, c02, c03, c12, c13, c23)
+    return erf_i4_value(1.0 / math.sqrt(lam4), lam0, 1.0 / math.sqrt(lam1),
+                        1.0 / math.sqrt(lam2))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

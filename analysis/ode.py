@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from analysis.activations import ACTIVATION_CODES, ACTIVATIONS, folding_coefficients
-from analysis.integrals import generalisation_error_kernel, i2_at, i3_at, i4_at, j2_at
+from analysis.activations import ACTIVATION_CODES, ACTIVATIONS, G_ERF, folding_coefficients
+from analysis.integrals import (erf_i3_lambda3, erf_i3_value, erf_i4_lambda0, erf_i4_lambda4,
+                                erf_i4_lambda_side, erf_i4_value, generalisation_error_kernel,
+                                i2_at, i3_at, i4_at, j2_at)
 
 
 @dataclass(frozen=True)
@@ -82,33 +84,63 @@ _DEGENERATE = 1e-12
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _field_integrals(C, K, M, v, A, g, sigma, drift, i4sum, j2, i2u):
+def _field_integrals(C, K, M, v, A, g, sigma, drift, i4sum, j2, i2u, scratch):
     """Sums over the fields that every equation needs, with u = (−v, A) over all K + M fields:
     drift[k, b] = Σ_a u_a I3(k, b, a); i4sum[k, l] = 𝓘4(k, l) = Σ_{a,b} u_a u_b I4(k, l, a, b);
-    j2[k, l] = σ² J2(k, l); i2u[k] = Σ_a u_a I2(k, a)."""
+    j2[k, l] = σ² J2(k, l); i2u[k] = Σ_a u_a I2(k, a).
+
+    For erf the parts of I3 and I4 that depend on fewer indices (Λ₃ per (k, a); Λ₄ per (k, l),
+    Λ₁ per a) are computed once per evaluation from the same formulas as
+    :func:`analysis.integrals.i3_entries` and :func:`analysis.integrals.i4_entries`.
+    ``scratch`` is (2, K + M)."""
     n = K + M
-    u = np.empty(n)
+    u = scratch[0]
+    side = scratch[1]
     for j in range(K):
         u[j] = -v[j]
     for m in range(M):
         u[K + m] = A[m]
+    erf = g == G_ERF
     for k in range(K):
         acc2 = 0.0
         for a in range(n):
             acc2 += u[a] * i2_at(C, k, a, g)
         i2u[k] = acc2
-        for b in range(n):
-            acc = 0.0
+        if erf:
             for a in range(n):
-                acc += u[a] * i3_at(C, k, b, a, g)
-            drift[k, b] = acc
+                side[a] = u[a] / math.sqrt(erf_i3_lambda3(C[k, k], C[k, a], C[a, a]))
+            for b in range(n):
+                acc = 0.0
+                for a in range(n):
+                    acc += erf_i3_value(C[k, k], C[k, b], C[k, a], C[b, a], side[a])
+                drift[k, b] = acc
+        else:
+            for b in range(n):
+                acc = 0.0
+                for a in range(n):
+                    acc += u[a] * i3_at(C, k, b, a, g)
+                drift[k, b] = acc
     for k in range(K):
         for l in range(k, K):
             acc = 0.0
-            for a in range(n):
-                acc += u[a] * u[a] * i4_at(C, k, l, a, a, g)
-                for b in range(a + 1, n):
-                    acc += 2.0 * u[a] * u[b] * i4_at(C, k, l, a, b, g)
+            if erf:
+                c00, c01, c11 = C[k, k], C[k, l], C[l, l]
+                lam4 = erf_i4_lambda4(c00, c01, c11)
+                inv4 = 1.0 / math.sqrt(lam4)
+                for a in range(n):
+                    side[a] = 1.0 / math.sqrt(erf_i4_lambda_side(lam4, c00, c01, c11, C[k, a],
+                                                                 C[l, a], C[a, a]))
+                for a in range(n):
+                    for b in range(a, n):
+                        lam0 = erf_i4_lambda0(lam4, c00, c01, c11, C[k, a], C[k, b], C[l, a],
+                                              C[l, b], C[a, b])
+                        weight = u[a] * u[b] if a == b else 2.0 * u[a] * u[b]
+                        acc += weight * erf_i4_value(inv4, lam0, side[a], side[b])
+            else:
+                for a in range(n):
+                    acc += u[a] * u[a] * i4_at(C, k, l, a, a, g)
+                    for b in range(a + 1, n):
+                        acc += 2.0 * u[a] * u[b] * i4_at(C, k, l, a, b, g)
             i4sum[k, l] = acc
             i4sum[l, k] = acc
             noise = sigma * sigma * j2_at(C, k, l, g) if sigma > 0.0 else 0.0
@@ -117,19 +149,21 @@ def _field_integrals(C, K, M, v, A, g, sigma, drift, i4sum, j2, i2u):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _scm_rhs(y, dy, K, M, T, A, lr, g, sigma, train_v, C, drift, i4sum, j2, i2u):
+def _scm_rhs(y, dy, K, M, T, A, lr, g, sigma, train_v, C, drift, i4sum, j2, i2u, scratch):
     """Saad–Solla ODE (MODEL.md §5.1) on y = [Q (K·K), R (K·M), v (K)]. Returns False when C is
     degenerate or non-finite."""
-    Q = y[:K * K].reshape((K, K))
-    R = y[K * K:K * K + K * M].reshape((K, M))
     v = y[K * K + K * M:]
-    C[:K, :K] = Q
-    C[:K, K:] = R
-    C[K:, :K] = R.T
-    C[K:, K:] = T
+    for k in range(K):
+        for l in range(K):
+            C[k, l] = y[k * K + l]
+        for n in range(M):
+            C[k, K + n] = C[K + n, k] = y[K * K + k * M + n]
+    for n in range(M):
+        for m in range(M):
+            C[K + n, K + m] = T[n, m]
     if not _covariance_ok(C, K, M, False):
         return False
-    _field_integrals(C, K, M, v, A, g, sigma, drift, i4sum, j2, i2u)
+    _field_integrals(C, K, M, v, A, g, sigma, drift, i4sum, j2, i2u, scratch)
     dQ = dy[:K * K].reshape((K, K))
     dR = dy[K * K:K * K + K * M].reshape((K, M))
     dv = dy[K * K + K * M:]
@@ -245,7 +279,7 @@ def _hmm_densities(r, sig, dr, dsig, Yr, Bmat, gamma, v, rate, d_rho, b_rho, noi
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _hmm_rhs(y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, train_v,
-             C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d):
+             C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d, scratch):
     """Hidden-manifold ODE (MODEL.md §5.2) on y = [r (K·M·D), σ (K·K·D), W (K·K), v (K)].
 
     With the bracket written as 𝓛_k[X, Y](ρ) = v_k {d(ρ) Σ_j B_kj X^j + bρ Σ_n γ_kn Y^n}:
@@ -262,12 +296,15 @@ def _hmm_rhs(y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, 
     Q = C[:K, :K]
     R = C[:K, K:]
     _hmm_closure(y, K, M, D, b, zeta, Q, R, Sigma)
-    C[K:, :K] = R.T
-    C[K:, K:] = T
+    for n in range(M):
+        for k in range(K):
+            C[K + n, k] = C[k, K + n]
+        for m in range(M):
+            C[K + n, K + m] = T[n, m]
     if not _covariance_ok(C, K, M, True):
         return False
     v = y[KMD + KKD + K * K:]
-    _field_integrals(C, K, M, v, A, g, sigma, drift, i4sum, j2, i2u)
+    _field_integrals(C, K, M, v, A, g, sigma, drift, i4sum, j2, i2u, scratch)
     for k in range(K):
         diag = -v[k] * i3_at(C, k, k, k, g) / Q[k, k]
         for j in range(K):
@@ -306,11 +343,12 @@ def _rhs(model, y, dy, params, work):
     """dy = F(y) for the model; ``params`` = (K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f,
     g, sigma, train_v), ``work`` = the workspaces. False when the state is unusable."""
     K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, train_v = params
-    C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d = work
+    C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d, scratch = work
     if model == SCM:
-        return _scm_rhs(y, dy, K, M, T, A, lr, g, sigma, train_v, C, drift, i4sum, j2, i2u)
+        return _scm_rhs(y, dy, K, M, T, A, lr, g, sigma, train_v, C, drift, i4sum, j2, i2u,
+                        scratch)
     return _hmm_rhs(y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, train_v,
-                    C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d)
+                    C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d, scratch)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -359,7 +397,7 @@ def _integrate(model, method, y0, dt, t_eval, lo, theta, K, M, D, rhos, Yr, T, A
         work_d[1, t] = b * rhos[t]                                 # bρ
         work_d[2, t] = zeta * rhos[t] + b * b * rhos[t] ** 2 / delta  # ζρ + b²ρ²/δ
     params = (K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, train_v)
-    work = (C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d)
+    work = (C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d, np.empty((2, K + M)))
     y = y0.copy()
     dy = np.empty_like(y)
     obs = np.empty(n_obs)

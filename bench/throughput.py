@@ -112,26 +112,34 @@ class Limit:
         return self.concurrent / (self.gemm_seconds_per_step + self.D * self.normal_seconds)
 
 
-def measure_limit(N: int, D: int, M: int, concurrent: int = 1, repeats: int = 60,
+def measure_limit(N: int, D: int, M: int, concurrent: int = 1, seconds: float = 0.5,
                   dtype=np.float64) -> Limit:
-    """The limit for ``concurrent`` seeds: each runs a one-thread GEMM (GEN_BLOCK × D) ·
-    (D × (N + M)) in its own thread; the per-step time is wall time / (repeats · GEN_BLOCK)."""
+    """The limit for ``concurrent`` seeds: each runs one-thread GEMMs (GEN_BLOCK × D) ·
+    (D × (N + M)) in its own thread, all started together, for about ``seconds``; the per-step
+    time is wall time / (repeats · GEN_BLOCK). Plus the time of one normal inside numba."""
     rng = np.random.default_rng(1)
     operands = [(rng.standard_normal((GEN_BLOCK, D)).astype(dtype),
                  rng.standard_normal((D, N + M)).astype(dtype),
                  np.empty((GEN_BLOCK, N + M), dtype=dtype)) for _ in range(concurrent)]
-
-    def work(C, G, U):
-        for _ in range(repeats):
-            np.dot(C, G, out=U)
-
     with threadpool_limits(1, "blas"):
-        for C, G, U in operands:
-            np.dot(C, G, out=U)
-        threads = [threading.Thread(target=work, args=ops) for ops in operands]
+        C, G, U = operands[0]
+        np.dot(C, G, out=U)
         start = time.perf_counter()
+        for _ in range(5):
+            np.dot(C, G, out=U)
+        repeats = max(20, int(seconds / ((time.perf_counter() - start) / 5)))
+        barrier = threading.Barrier(concurrent + 1)
+
+        def work(C, G, U):
+            barrier.wait()
+            for _ in range(repeats):
+                np.dot(C, G, out=U)
+
+        threads = [threading.Thread(target=work, args=ops) for ops in operands]
         for th in threads:
             th.start()
+        barrier.wait()
+        start = time.perf_counter()
         for th in threads:
             th.join()
         gemm = (time.perf_counter() - start) / (repeats * GEN_BLOCK)
@@ -139,9 +147,9 @@ def measure_limit(N: int, D: int, M: int, concurrent: int = 1, repeats: int = 60
     buf = np.empty((GEN_BLOCK, D))
     fill_standard_normal(gen, buf)
     start = time.perf_counter()
-    for _ in range(repeats):
+    for _ in range(50):
         fill_standard_normal(gen, buf)
-    normal = (time.perf_counter() - start) / (repeats * buf.size)
+    normal = (time.perf_counter() - start) / (50 * buf.size)
     return Limit(gemm, normal, D, concurrent)
 
 
