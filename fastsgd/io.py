@@ -53,9 +53,9 @@ def _cpu_model() -> str:
 
 def environment_attributes() -> dict[str, str]:
     """Versions and machine facts that bitwise reproducibility depends on."""
+    from importlib.metadata import version
+
     import numba
-    import scipy
-    import scipy.linalg.cython_blas  # noqa: F401  (so that its BLAS is loaded and listed)
     from threadpoolctl import threadpool_info
 
     from fastsgd import __version__
@@ -67,7 +67,7 @@ def environment_attributes() -> dict[str, str]:
         "python_version": platform.python_version(),
         "numpy_version": np.__version__,
         "numba_version": numba.__version__,
-        "scipy_version": scipy.__version__,
+        "scipy_version": version("scipy"),
         "h5py_version": h5py.__version__,
         "blas": "; ".join(blas) or "unknown",
         "cpu_model": _cpu_model(),

@@ -383,8 +383,7 @@ def _install_sigterm():
 
 
 def _run_seeds(cfg, writer, steps, stop, threads, bar) -> None:
-    from threadpoolctl import threadpool_limits
-    import scipy.linalg.cython_blas  # noqa: F401  (load scipy's BLAS so the limit reaches it)
+    from threadpoolctl import threadpool_limits  # every BLAS call is NumPy's (none in numba)
 
     runners = [SeedRunner(cfg, i, writer, steps, stop, bar) for i in range(cfg.seeds)]
     with threadpool_limits(limits=cfg.blas_threads, user_api="blas"), \
