@@ -56,12 +56,14 @@ def environment_attributes() -> dict[str, str]:
     from importlib.metadata import version
 
     import numba
-    from threadpoolctl import threadpool_info
 
     from fastsgd import __version__
 
-    blas = sorted(f"{i.get('internal_api')} {i.get('version')} ({i.get('filepath')})"
-                  for i in threadpool_info() if i.get("user_api") == "blas")
+    try:  # the BLAS NumPy was built against: every product in fastsgd is NumPy's
+        info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{info.get('name')} {info.get('version')} ({info.get('openblas configuration', '')})"
+    except (KeyError, TypeError, ValueError):
+        blas = "unknown"
     attrs = {
         "fastsgd_version": __version__,
         "python_version": platform.python_version(),
@@ -69,7 +71,7 @@ def environment_attributes() -> dict[str, str]:
         "numba_version": numba.__version__,
         "scipy_version": version("scipy"),
         "h5py_version": h5py.__version__,
-        "blas": "; ".join(blas) or "unknown",
+        "blas": blas.strip().removesuffix("()").strip(),
         "cpu_model": _cpu_model(),
     }
     if "OPENBLAS_CORETYPE" in os.environ:
