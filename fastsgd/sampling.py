@@ -105,7 +105,12 @@ def mixture_moments(means: np.ndarray, weights: np.ndarray, block_size: int) -> 
                    whiten_vectors=vectors, whiten_shifts=shifts)
 
 
-@njit(cache=True, nogil=True)
+# Reassociation vectorises the whitening projections (order fixed by the compiled code; no
+# finite-math assumption, NaN propagates).
+_FAST = {"reassoc", "contract"}
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def standardize_latent(c, code, mean, inv_std, whiten_vectors, whiten_shifts, scratch):
     """Standardize one latent c (D,) in place (MODEL.md §2.2).
 
@@ -147,7 +152,7 @@ def standardize_latent(c, code, mean, inv_std, whiten_vectors, whiten_shifts, sc
                         c[base + q] += whiten_vectors[b, j, q] * coef
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def sample_mixture_latent(rng_latent, rng_labels, out, means, cumulative_weights, block_size,
                           std_code, mean, inv_std, whiten_vectors, whiten_shifts):
     """Fill ``out`` (n, D) with n latents, drawn and standardized sample by sample.

@@ -39,7 +39,13 @@ def _fold_row(U, row, x, f_code, N):
             x[i] = fold(np.float64(U[row, i]), f_code)
 
 
-@njit(cache=True, nogil=True)
+# Reassociation lets LLVM vectorise the λ sums and fuse multiply-adds, in an order fixed by the
+# compiled code (so results do not depend on threads); no flag that assumes finite values is
+# set, so NaN and inf still reach the divergence check.
+_FAST = {"reassoc", "contract"}
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def sgd_steps(U, row_start, row_stop, w, v, A, f_code, g_code, train_second_layer, lr,
               input_model, fold_a, fold_b, fold_noise, xi, label_noise, x, lam, coef,
               yhat_out):
