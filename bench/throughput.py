@@ -112,11 +112,12 @@ class Limit:
         return self.concurrent / (self.gemm_seconds_per_step + self.D * self.normal_seconds)
 
 
-def measure_limit(N: int, D: int, M: int, concurrent: int = 1, seconds: float = 0.5,
-                  dtype=np.float64) -> Limit:
+def measure_limit(N: int, D: int, M: int, concurrent: int = 1, seconds: float = 0.4,
+                  dtype=np.float64, trials: int = 3) -> Limit:
     """The limit for ``concurrent`` seeds: each runs one-thread GEMMs (GEN_BLOCK × D) ·
     (D × (N + M)) in its own thread, all started together, for about ``seconds``; the per-step
-    time is wall time / (repeats · GEN_BLOCK). Plus the time of one normal inside numba."""
+    time is wall time / (repeats · GEN_BLOCK), the best of ``trials`` (the limit is what the
+    machine can do). Plus the time of one normal inside numba."""
     rng = np.random.default_rng(1)
     operands = [(rng.standard_normal((GEN_BLOCK, D)).astype(dtype),
                  rng.standard_normal((D, N + M)).astype(dtype),
@@ -135,14 +136,16 @@ def measure_limit(N: int, D: int, M: int, concurrent: int = 1, seconds: float = 
             for _ in range(repeats):
                 np.dot(C, G, out=U)
 
-        threads = [threading.Thread(target=work, args=ops) for ops in operands]
-        for th in threads:
-            th.start()
-        barrier.wait()
-        start = time.perf_counter()
-        for th in threads:
-            th.join()
-        gemm = (time.perf_counter() - start) / (repeats * GEN_BLOCK)
+        gemm = np.inf
+        for _ in range(trials):
+            threads = [threading.Thread(target=work, args=ops) for ops in operands]
+            for th in threads:
+                th.start()
+            barrier.wait()
+            start = time.perf_counter()
+            for th in threads:
+                th.join()
+            gemm = min(gemm, (time.perf_counter() - start) / (repeats * GEN_BLOCK))
     gen = np.random.Generator(np.random.PCG64(0))
     buf = np.empty((GEN_BLOCK, D))
     fill_standard_normal(gen, buf)
