@@ -84,10 +84,11 @@ _DEGENERATE = 1e-12
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _field_integrals(C, K, M, v, A, g, sigma, drift, i4sum, j2, i2u, scratch):
+def _field_integrals(C, K, M, v, A, g, sigma, train_v, drift, i4sum, j2, i2u, scratch):
     """Sums over the fields that every equation needs, with u = (−v, A) over all K + M fields:
     drift[k, b] = Σ_a u_a I3(k, b, a); i4sum[k, l] = 𝓘4(k, l) = Σ_{a,b} u_a u_b I4(k, l, a, b);
-    j2[k, l] = σ² J2(k, l); i2u[k] = Σ_a u_a I2(k, a).
+    j2[k, l] = σ² J2(k, l); i2u[k] = Σ_a u_a I2(k, a) (only when v is trained: dv/dt alone
+    needs it).
 
     For erf the parts of I3 and I4 that depend on fewer indices (Λ₃ per (k, a); Λ₄ per (k, l),
     Λ₁ per a) are computed once per evaluation from the same formulas as
@@ -103,8 +104,9 @@ def _field_integrals(C, K, M, v, A, g, sigma, drift, i4sum, j2, i2u, scratch):
     erf = g == G_ERF
     for k in range(K):
         acc2 = 0.0
-        for a in range(n):
-            acc2 += u[a] * i2_at(C, k, a, g)
+        if train_v:
+            for a in range(n):
+                acc2 += u[a] * i2_at(C, k, a, g)
         i2u[k] = acc2
         if erf:
             for a in range(n):
@@ -163,7 +165,7 @@ def _scm_rhs(y, dy, K, M, T, A, lr, g, sigma, train_v, C, drift, i4sum, j2, i2u,
             C[K + n, K + m] = T[n, m]
     if not _covariance_ok(C, K, M, False):
         return False
-    _field_integrals(C, K, M, v, A, g, sigma, drift, i4sum, j2, i2u, scratch)
+    _field_integrals(C, K, M, v, A, g, sigma, train_v, drift, i4sum, j2, i2u, scratch)
     dQ = dy[:K * K].reshape((K, K))
     dR = dy[K * K:K * K + K * M].reshape((K, M))
     dv = dy[K * K + K * M:]
@@ -304,7 +306,7 @@ def _hmm_rhs(y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, 
     if not _covariance_ok(C, K, M, True):
         return False
     v = y[KMD + KKD + K * K:]
-    _field_integrals(C, K, M, v, A, g, sigma, drift, i4sum, j2, i2u, scratch)
+    _field_integrals(C, K, M, v, A, g, sigma, train_v, drift, i4sum, j2, i2u, scratch)
     for k in range(K):
         diag = -v[k] * i3_at(C, k, k, k, g) / Q[k, k]
         for j in range(K):

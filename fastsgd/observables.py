@@ -76,18 +76,51 @@ def centred_covariance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a - a.mean(axis=0)).T @ (b - b.mean(axis=0)) / a.shape[0]
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _student_statistics(lam, nu, y, v, g_code, Q, R, lam_mean):
+    # One pass for the means and ε_g, one for the centred covariances; returns eg_mc.
+    P, K = lam.shape
+    M = nu.shape[1]
+    nu_mean = np.zeros(M)
+    lam_mean[:] = 0.0
+    sq = 0.0
+    for p in range(P):
+        yhat = 0.0
+        for k in range(K):
+            lam_mean[k] += lam[p, k]
+            yhat += v[k] * activation(lam[p, k], g_code)
+        for n in range(M):
+            nu_mean[n] += nu[p, n]
+        diff = yhat - y[p]
+        sq += diff * diff
+    lam_mean /= P
+    nu_mean /= P
+    Q[:, :] = 0.0
+    R[:, :] = 0.0
+    for p in range(P):
+        for k in range(K):
+            dk = lam[p, k] - lam_mean[k]
+            for l in range(K):
+                Q[k, l] += dk * (lam[p, l] - lam_mean[l])
+            for n in range(M):
+                R[k, n] += dk * (nu[p, n] - nu_mean[n])
+    Q /= P
+    R /= P
+    return 0.5 * sq / P
+
+
 def test_set_statistics(lam: np.ndarray, nu: np.ndarray, y: np.ndarray, v: np.ndarray,
                         g_code: int) -> dict[str, np.ndarray | float]:
-    """ε_g by Monte Carlo and the empirical field statistics on the test set (MODEL.md §4.2–4.3).
+    """ε_g by Monte Carlo and the student's empirical field statistics (MODEL.md §4.2–4.3).
 
-    eg_mc = (1/2P) Σ_μ (ŷ^μ − y^μ)² with the noiseless labels y; Q, R, T the centred covariances
-    of (λ, λ), (λ, ν), (ν, ν); lambda_mean the mean of λ.
+    eg_mc = (1/2P) Σ_μ (ŷ^μ − y^μ)² with the noiseless labels y; Q, R the centred covariances
+    of (λ, λ) and (λ, ν); lambda_mean the mean of λ. (The teacher is frozen: the (ν, ν)
+    covariance is computed once, with :func:`centred_covariance`.)
     """
-    yhat = network_output(lam, v, g_code, np.empty(lam.shape[0]))
-    diff = yhat - y
-    return {"eg_mc": 0.5 * float(diff @ diff) / lam.shape[0],
-            "Q": centred_covariance(lam, lam), "R": centred_covariance(lam, nu),
-            "T": centred_covariance(nu, nu), "lambda_mean": lam.mean(axis=0)}
+    K, M = lam.shape[1], nu.shape[1]
+    Q, R, lam_mean = np.empty((K, K)), np.empty((K, M)), np.empty(K)
+    eg_mc = _student_statistics(lam, nu, y, v, g_code, Q, R, lam_mean)
+    return {"eg_mc": eg_mc, "Q": Q, "R": R, "lambda_mean": lam_mean}
 
 
 def spectral_initial_state(features: np.ndarray, w: np.ndarray, teacher: np.ndarray,

@@ -25,8 +25,8 @@ from analysis.activations import (ACTIVATION_CODES, FOLD_CODES, activation_array
 from analysis.integrals import generalisation_error
 from fastsgd import io
 from fastsgd.config import MAX_SEEDS, ConfigError, SimConfig, parse_count
-from fastsgd.observables import (order_parameters, spectral_initial_state, student_fields,
-                                 teacher_overlap, test_set_statistics)
+from fastsgd.observables import (centred_covariance, order_parameters, spectral_initial_state,
+                                 student_fields, teacher_overlap, test_set_statistics)
 from fastsgd.sampling import (STANDARDIZE_CODES, Mixture, draw_mixture, fill_standard_normal,
                               mixture_moments, sample_mixture_latent)
 from fastsgd.sgd import INPUT_EQUIVALENT_GAUSSIAN, INPUT_HMM, all_finite, sgd_steps
@@ -55,6 +55,7 @@ class SeedProblem:
     test_inputs: np.ndarray       # (P, N) int8 (sign) or float64
     test_nu: np.ndarray           # (P, M)
     test_y: np.ndarray            # (P,) noiseless labels
+    test_T: np.ndarray            # (M, M) centred covariance of ν on the test set (fixed)
 
 
 def exact_int8_test_inputs(cfg: SimConfig) -> bool:
@@ -109,7 +110,7 @@ def build_problem(cfg: SimConfig, streams: SeedStreams) -> SeedProblem:
     g_code = ACTIVATION_CODES[cfg.g]
     test_y = activation_array(test_nu, g_code, np.empty_like(test_nu)) @ A
     return SeedProblem(features, teacher, A, mixture, w, v, generator, test_inputs, test_nu,
-                       test_y)
+                       test_y, centred_covariance(test_nu, test_nu))
 
 
 def take_record(cfg: SimConfig, problem: SeedProblem, w: np.ndarray, v: np.ndarray
@@ -127,7 +128,7 @@ def take_record(cfg: SimConfig, problem: SeedProblem, w: np.ndarray, v: np.ndarr
                                 ACTIVATION_CODES[cfg.g])
     return {"Q": ops["Q"], "R": ops["R"], "W": ops["W"], "Sigma": ops["Sigma"], "v": v,
             "eg": eg, "eg_mc": stats["eg_mc"], "emp_Q": stats["Q"], "emp_R": stats["R"],
-            "emp_T": stats["T"], "lambda_mean": stats["lambda_mean"]}
+            "emp_T": problem.test_T, "lambda_mean": stats["lambda_mean"]}
 
 
 class SeedRunner:
