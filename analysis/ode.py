@@ -153,29 +153,29 @@ def _field_integrals(C, K, M, v, A, g, sigma, train_v, drift, i4sum, j2, i2u, sc
 @njit(cache=True, nogil=True, error_model="numpy")
 def _scm_rhs(y, dy, K, M, T, A, lr, g, sigma, train_v, C, drift, i4sum, j2, i2u, scratch):
     """Saad–Solla ODE (MODEL.md §5.1) on y = [Q (K·K), R (K·M), v (K)]. Returns False when C is
-    degenerate or non-finite."""
-    v = y[K * K + K * M:]
+    non-finite. (Indexes y and dy directly: array views cost more than the arithmetic here.)"""
+    KK = K * K
+    KKM = KK + K * M
     for k in range(K):
         for l in range(K):
             C[k, l] = y[k * K + l]
         for n in range(M):
-            C[k, K + n] = C[K + n, k] = y[K * K + k * M + n]
+            C[k, K + n] = C[K + n, k] = y[KK + k * M + n]
     for n in range(M):
         for m in range(M):
             C[K + n, K + m] = T[n, m]
     if not _covariance_ok(C, K, M, False):
         return False
-    _field_integrals(C, K, M, v, A, g, sigma, train_v, drift, i4sum, j2, i2u, scratch)
-    dQ = dy[:K * K].reshape((K, K))
-    dR = dy[K * K:K * K + K * M].reshape((K, M))
-    dv = dy[K * K + K * M:]
+    _field_integrals(C, K, M, y[KKM:], A, g, sigma, train_v, drift, i4sum, j2, i2u, scratch)
     for k in range(K):
+        vk = y[KKM + k]
         for l in range(K):
-            dQ[k, l] = (lr * (v[k] * drift[k, l] + v[l] * drift[l, k])
-                        + lr * lr * v[k] * v[l] * (i4sum[k, l] + j2[k, l]))
+            vl = y[KKM + l]
+            dy[k * K + l] = (lr * (vk * drift[k, l] + vl * drift[l, k])
+                             + lr * lr * vk * vl * (i4sum[k, l] + j2[k, l]))
         for n in range(M):
-            dR[k, n] = lr * v[k] * drift[k, K + n]
-        dv[k] = lr * i2u[k] if train_v else 0.0
+            dy[KK + k * M + n] = lr * vk * drift[k, K + n]
+        dy[KKM + k] = lr * i2u[k] if train_v else 0.0
     return _all_finite(dy)
 
 
