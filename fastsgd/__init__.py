@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 
 from fastsgd.config import ConfigError, SimConfig  # noqa: E402
 from fastsgd.io import Run, RunFileError, load  # noqa: E402
-from fastsgd.simulation import Terminated, simulate  # noqa: E402
+from fastsgd.simulation import Terminated, WriteError, simulate  # noqa: E402
 
-__all__ = ["ConfigError", "Run", "RunFileError", "SimConfig", "Terminated", "load", "simulate",
-           "__version__"]
+__all__ = ["ConfigError", "Run", "RunFileError", "SimConfig", "Terminated", "WriteError", "load",
+           "simulate", "__version__"]

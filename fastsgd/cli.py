@@ -1,7 +1,8 @@
 """The ``fastsgd`` command line: a thin layer over :func:`fastsgd.simulate` (MODEL.md §8.1).
 
 Errors in what the user typed end the process with one stderr line and exit code 2; nothing is
-written then. Exit codes: 0 all seeds ok, 2 bad input, 3 a seed diverged, 130 SIGINT, 143 SIGTERM.
+written then. Exit codes: 0 all seeds ok, 1 the output could not be written mid-run (a full
+disk), 2 bad input, 3 a seed diverged, 130 SIGINT, 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastsgd.config import (INPUT_MODELS, MAX_BLAS_THREADS, MAX_DIM, MAX_RECORDS
                             STANDARDIZATIONS, WEIGHT_SCHEMES, ConfigError, SimConfig,
                             parse_count)
 
-EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_SIGINT, EXIT_SIGTERM = 0, 2, 3, 130, 143
+EXIT_OK, EXIT_WRITE, EXIT_USAGE, EXIT_DIVERGED, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
 
 
 class Count(click.ParamType):
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fastsgd`` script; returns (and exits with) the exit code."""
     import fastsgd
 
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
     command = args[0] if args and not args[0].startswith("-") else ""
     prefix = f"fastsgd {command}".strip()
     try:
@@ -301,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileExistsError, fastsgd.RunFileError) as exc:
         click.echo(f"{prefix}: error: {_one_line(exc)}", err=True)
         code = EXIT_USAGE
+    except fastsgd.WriteError as exc:
+        click.echo(f"{prefix}: error: {_one_line(exc.strerror or exc)}", err=True)
+        code = EXIT_WRITE
     except fastsgd.Terminated:
         click.echo(f"{prefix}: terminated (SIGTERM); the file holds every record so far",
                    err=True)

@@ -41,6 +41,16 @@ class Terminated(BaseException):
     """Raised in the main thread when SIGTERM arrives during :func:`simulate`."""
 
 
+class WriteError(OSError):
+    """Writing the run file failed mid-run (a full disk, a vanished folder); the message names
+    the file. Every record flushed before the failure is intact, unfinished seeds are marked
+    "interrupted" where the file can still be written."""
+
+
+class _Stopped(Exception):
+    """A seed saw the stop flag during its setup."""
+
+
 @dataclass
 class SeedProblem:
     """Everything fixed for one seed index: features, teacher, mixture, initial weights, test set."""
@@ -79,8 +89,12 @@ def make_inputs(cfg: SimConfig, U: np.ndarray, xi: np.ndarray | None) -> np.ndar
     return fold_array(u, FOLD_CODES[cfg.f], np.empty_like(u))
 
 
-def build_problem(cfg: SimConfig, streams: SeedStreams) -> SeedProblem:
-    """Draw one seed's fixed quantities in the stream order of MODEL.md §3.3 and its test set."""
+def build_problem(cfg: SimConfig, streams: SeedStreams,
+                  stop: threading.Event | None = None) -> SeedProblem:
+    """Draw one seed's fixed quantities in the stream order of MODEL.md §3.3 and its test set.
+
+    With ``stop``, the test set's construction checks it between chunks (raising _Stopped), so a
+    signal during a long setup is honoured within a second or two."""
     N, D, K, M = cfg.N, cfg.D, cfg.K, cfg.M
     features = streams.features.standard_normal((N, D))
     teacher = streams.teacher.standard_normal((M, D))
@@ -102,11 +116,12 @@ def build_problem(cfg: SimConfig, streams: SeedStreams) -> SeedProblem:
     test_inputs = np.empty((P, N), dtype=np.int8 if exact_int8_test_inputs(cfg) else np.float64)
     test_nu = np.empty((P, M))
     for start in range(0, P, _TEST_CHUNK):
-        stop = min(start + _TEST_CHUNK, P)
-        U = latent[start:stop] @ generator
-        x = make_inputs(cfg, U, None if xi is None else xi[start:stop])
-        test_inputs[start:stop] = x
-        test_nu[start:stop] = U[:, N:]
+        if stop is not None and stop.is_set():
+            raise _Stopped
+        end = min(start + _TEST_CHUNK, P)
+        U = latent[start:end] @ generator
+        test_inputs[start:end] = make_inputs(cfg, U, None if xi is None else xi[start:end])
+        test_nu[start:end] = U[:, N:]
     g_code = ACTIVATION_CODES[cfg.g]
     test_y = activation_array(test_nu, g_code, np.empty_like(test_nu)) @ A
     return SeedProblem(features, teacher, A, mixture, w, v, generator, test_inputs, test_nu,
@@ -150,7 +165,11 @@ class SeedRunner:
             return "pending"
         self.writer.set_status(i, "running")
         streams = SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, self.s)
-        problem = build_problem(cfg, streams)
+        try:
+            problem = build_problem(cfg, streams, self.stop)
+        except _Stopped:
+            self.writer.set_status(i, "interrupted")
+            return "interrupted"
         self._write_constants(problem)
         status, diverged_at = self._train(problem, streams)
         self.writer.set_status(i, status, diverged_at)
@@ -354,7 +373,11 @@ def simulate(cfg: SimConfig, out=None, overwrite: bool = False, threads: int | N
     if command_line is None:
         command_line = shlex.join(sys.argv)
     steps = io.record_steps(cfg.steps, cfg.records)
-    writer = io.RunWriter(path, cfg, steps, GEN_BLOCK, command_line, overwrite)
+    try:
+        writer = io.RunWriter(path, cfg, steps, GEN_BLOCK, command_line, overwrite)
+    except OSError as exc:  # nothing was run: bad output, and no half-made file left behind
+        path.unlink(missing_ok=True)
+        raise ConfigError(f"out: cannot write {path} ({exc.strerror or exc})") from None
     stop = threading.Event()
     bar = None
     if progress:
@@ -397,10 +420,26 @@ def _run_seeds(cfg, writer, steps, stop, threads, bar) -> None:
                 for fut in done:
                     if fut.exception() is not None:
                         raise fut.exception()
-        except BaseException:
+        except BaseException as exc:
             stop.set()
-            wait(futures)
-            for i, status in enumerate(writer.statuses()):
-                if status in ("pending", "running"):
-                    writer.set_status(i, "interrupted")
+            _wait_through_signals(futures)
+            try:
+                for i, status in enumerate(writer.statuses()):
+                    if status in ("pending", "running"):
+                        writer.set_status(i, "interrupted")
+            except OSError:
+                pass  # the file cannot be written any more: its flushed records stay valid
+            if isinstance(exc, OSError):
+                raise WriteError(exc.errno, f"writing {writer.path} failed ({exc}); the file "
+                                 "holds every record flushed before") from exc
             raise
+
+
+def _wait_through_signals(futures) -> None:
+    """Wait for the seeds to stop; a second Ctrl-C or SIGTERM does not cut the cleanup short."""
+    while True:
+        try:
+            wait(futures)
+            return
+        except (KeyboardInterrupt, Terminated):
+            continue
