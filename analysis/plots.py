@@ -66,3 +66,58 @@ def plot_comparison(run, theory, path, *, title: str | None = None) -> None:
         f"{n_seeds} seed{'s' if n_seeds > 1 else ''}; bands: mean ± s.e.m."), fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_heatmaps(rows: list[dict], path) -> None:
+    """Heat maps of the ε_g deviation (verdict mode) over (m, α): one panel per
+    standardization and block size; each cell shows d̄ and its verdict (✗ deviates), the panel
+    title the Gaussian floor d̄ ± s.e.m."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def num(x):
+        try:
+            return float(x)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    panels = sorted({(str(r.get("standardize", "none")), str(r.get("block_size", "D")))
+                     for r in rows})
+    ms = sorted({int(num(r.get("m", 1))) for r in rows})
+    alphas = sorted({num(r.get("alpha", 0.0)) for r in rows})
+    values = [num(r.get("eg_dev_ode_mean" if r.get("verdict_mode") == "ode"
+                        else "eg_dev_ref_mean")) for r in rows]
+    finite = [v for v in values if np.isfinite(v)]
+    vmax = max(finite) if finite else 1.0
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1, 3.6),
+                             squeeze=False, constrained_layout=True)
+    image = None
+    for ax, (std, block) in zip(axes[0], panels):
+        grid = np.full((len(ms), len(alphas)), np.nan)
+        marks = {}
+        floor = ""
+        for r, value in zip(rows, values):
+            if (str(r.get("standardize", "none")), str(r.get("block_size", "D"))) != (std, block):
+                continue
+            i, j = ms.index(int(num(r.get("m", 1)))), alphas.index(num(r.get("alpha", 0.0)))
+            grid[i, j] = value
+            marks[i, j] = r.get("verdict", "")
+            key = "floor_ode" if r.get("verdict_mode") == "ode" else "floor_ref"
+            floor = f"floor {num(r.get(key + '_mean')):.3g} ± {num(r.get(key + '_sem')):.2g}"
+        image = ax.imshow(grid, origin="lower", cmap="viridis", vmin=0, vmax=vmax, aspect="auto")
+        for (i, j), verdict in marks.items():
+            text = "fail" if verdict == "failed" else f"{grid[i, j]:.3f}"
+            text += " ✗" if verdict == "deviates" else ""
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if not grid[i, j] > 0.6 * vmax else "black")
+        ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+        ax.set_yticks(range(len(ms)), [str(m) for m in ms])
+        ax.set_xlabel("α (spread of the means)")
+        ax.set_ylabel("m (components)")
+        ax.set_title(f"standardize = {std}, B = {block}\n{floor}", fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label="ε_g deviation d̄ (✗: deviates)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -273,6 +273,64 @@ def compare(run_path, ode_path, reference, floor, plot, dt, method, t_min, t_max
         click.echo(f"wrote {plot}")
 
 
+@cli.command()
+@click.argument("grid_path", metavar="GRID.toml", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: runs/ and summary.csv.")
+@click.option("--scheduler", default=None,
+              help="Address of an existing Dask scheduler (tcp://host:port).  "
+                   "[default: a local cluster]")
+@click.option("--workers", type=Count(1, 4096), default=None,
+              help="Worker processes of the local cluster, one thread each.  [default: cores]")
+def sweep(grid_path, out, scheduler, workers) -> None:
+    """Run every cell of a grid on Dask; write one run per cell and DIR/summary.csv."""
+    from fastsgd.sweep import GridError, sweep as run_sweep
+
+    try:
+        rows = run_sweep(grid_path, out, scheduler=scheduler, workers=workers,
+                         echo=lambda line: click.echo(line, err=True))
+    except GridError as exc:
+        raise click.UsageError(str(exc)) from None
+    failed = sum(r.get("verdict") == "failed" for r in rows)
+    if failed:
+        click.echo(f"fastsgd sweep: {failed} cell(s) failed (see the error column of "
+                   f"summary.csv); rerun the same command to retry them", err=True)
+        raise SystemExit(EXIT_WRITE)
+
+
+@cli.command()
+@click.argument("source", metavar="DIR|RUN.h5", type=click.Path())
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
+def plot(source, out) -> None:
+    """Heat maps of a sweep's deviation over (m, α), or a run's trajectories with its ODE."""
+    import csv
+    from pathlib import Path
+
+    src, out_path = Path(source), Path(out)
+    if not out_path.resolve().parent.is_dir():
+        raise click.UsageError(f"--out: the folder {str(out_path.parent)!r} does not exist")
+    if src.is_dir():
+        summary = src / "summary.csv"
+        if not summary.is_file():
+            raise click.UsageError(f"DIR: {src} has no summary.csv (not a sweep folder)")
+        from analysis.plots import plot_heatmaps
+        with open(summary) as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or "verdict" not in rows[0]:
+            raise click.UsageError(f"DIR: {summary} is not a fastsgd sweep summary")
+        plot_heatmaps(rows, out_path)
+    else:
+        from analysis.compare import TheoryUnavailable, integrate_run, ode_curves
+        from analysis.plots import plot_comparison
+        run = _load_run(source)
+        try:
+            theory = ode_curves(run, integrate_run(run))
+        except (TheoryUnavailable, NotImplementedError) as exc:
+            raise click.UsageError(f"{exc}; use fastsgd compare --reference ... --plot") from None
+        plot_comparison(run, theory, out_path)
+    click.echo(f"wrote {out_path}")
+
+
 def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 

@@ -1,0 +1,149 @@
+"""fastsgd sweep on a local Dask cluster with 2 worker processes: a 2 × 2 grid of tiny runs,
+resume after an interrupted sweep, a cell whose worker is killed, and bad GRID files."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+
+import cloudpickle
+import pytest
+
+from fastsgd.cli import main
+from fastsgd.sweep import GridError, read_grid, sweep
+
+GRID = """
+[base]
+N = 48
+D = 24
+seeds = 3
+t_max = 40
+records = 15
+test_size = 200
+
+[grid]
+m = [1, 3]
+standardize = ["none", "whiten"]
+alpha = [1.5]
+
+[ode]
+dt = 0.02
+"""
+
+
+def dying_task(config_json, path, ode):
+    """Kills its worker process for the cells with m = 3 and standardize = whiten."""
+    import json
+    from fastsgd.sweep import run_job
+    cfg = json.loads(config_json)
+    if cfg["m"] == 3 and cfg["standardize"] == "whiten":
+        os._exit(1)
+    return run_job(config_json, path, ode)
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def read_summary(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def grid_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("grid") / "grid.toml"
+    path.write_text(GRID)
+    return path
+
+
+def test_sweep_runs_every_cell_and_resumes(grid_file, tmp_path):
+    out = tmp_path / "sweep"
+    lines = []
+    rows = sweep(grid_file, out, workers=2, echo=lines.append)
+    assert len(rows) == 4
+    assert "4 cell(s), 6 run(s): 0 finished, 6 to do" in lines[0]
+    summary = read_summary(out / "summary.csv")
+    assert [(r["m"], r["standardize"]) for r in summary] == [
+        ("1", "none"), ("1", "whiten"), ("3", "none"), ("3", "whiten")]
+    for r in summary:
+        assert r["verdict_mode"] == "ode" and r["verdict"] in ("matches", "deviates")
+        assert r["N"] == "48" and r["seeds"] == "3" and int(r["n_valid"]) == 3
+        for column in ("eg_dev_ode_mean", "eg_dev_ref_mean", "floor_ode_mean", "floor_ref_mean",
+                       "op_dev_Q_mean", "op_dev_R_mean", "op_dev_v_mean"):
+            assert float(r[column]) > 0
+    # the cells share one floor and one reference run: t_max gave steps = 40·N
+    runs = sorted(p.name for p in (out / "runs").glob("*.h5"))
+    assert len(runs) == 6 and not list((out / "runs").glob("*.tmp"))
+    import fastsgd
+    assert fastsgd.load(out / "runs" / runs[0]).config.steps == 40 * 48
+
+    # an interrupted sweep: one run lost its file, another left a temporary file behind
+    cell = next(p for p in (out / "runs").glob("cell-*.h5"))
+    cell.rename(cell.with_name(cell.name + ".tmp"))
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.h5")}
+    lines.clear()
+    sweep(grid_file, out, workers=2, echo=lines.append)
+    assert "6 run(s): 5 finished, 1 to do" in lines[0]
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.h5")}
+    assert all(after[name] == stamp for name, stamp in before.items())
+    assert read_summary(out / "summary.csv") == summary
+
+
+def test_a_killed_worker_fails_only_its_cell(grid_file, tmp_path):
+    out = tmp_path / "dying"
+    rows = sweep(grid_file, out, workers=2, echo=lambda line: None, task=dying_task)
+    verdicts = {(r["m"], r["standardize"]): r["verdict"] for r in rows}
+    assert verdicts[(3, "whiten")] == "failed"
+    assert all(v in ("matches", "deviates") for k, v in verdicts.items() if k != (3, "whiten"))
+    failed = [r for r in rows if r["verdict"] == "failed"][0]
+    assert "Killed" in failed["error"] or "worker" in failed["error"].lower()
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[grid]\nm = []\n", "non-empty list"),
+    ("[base]\nN = 0\n[grid]\nm = [1]\n", "N must be"),
+    ("[grid]\nalpha = [-1.0]\n", "alpha must be"),
+    ("[grid]\nm = [2]\nblock_size = [7]\n", "block_size must divide"),
+    ("[grid]\nm = [1]\n[ode]\ndt = 0\n", "dt must be"),
+    ("[grid]\nm = [1]\n[ode]\nmethod = 'rk45'\n", "method must be"),
+    ("[grid]\nm = [1]\n[extra]\nx = 1\n", "unknown table"),
+    ("[grid]\nm = [1]\nbogus = [1]\n", "unknown configuration field"),
+    ("[base]\nm = 2\n[grid]\nm = [1]\n", "both [base] and [grid]"),
+    ("[base]\nsteps = 10\nt_max = 3\n[grid]\nm = [1]\n", "steps or t_max"),
+    ("[grid\nm = [1]\n", "not valid TOML"),
+])
+def test_bad_grid_files_are_refused_with_one_line(text, fragment, tmp_path, capsys):
+    grid = tmp_path / "bad.toml"
+    grid.write_text(text)
+    with pytest.raises(GridError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        read_grid(grid)
+    out = tmp_path / "out"
+    code = main(["sweep", str(grid), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and fragment in err[0]
+    assert not out.exists()
+
+
+def test_missing_grid_and_missing_out_parent(tmp_path, capsys, grid_file):
+    assert main(["sweep", str(tmp_path / "none.toml"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["sweep", str(grid_file), "--out", str(tmp_path / "no" / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no such file" in err[0] and "does not exist" in err[1]
+
+
+def test_plot_of_a_sweep_and_bad_plot_inputs(grid_file, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    sweep(grid_file, out, workers=2, echo=lambda line: None)
+    png = tmp_path / "heat.png"
+    assert main(["plot", str(out), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["plot", str(out), "--out", str(tmp_path / "no" / "x.png")]) == 2
+    not_h5 = tmp_path / "note.h5"
+    not_h5.write_text("hello")
+    assert main(["plot", str(not_h5), "--out", str(tmp_path / "y.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "summary.csv" in err[0] and "does not exist" in err[1]
+    assert "note.h5" in err[2]
