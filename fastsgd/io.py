@@ -241,6 +241,8 @@ def load(path: str | os.PathLike) -> Run:
         if attrs.get("creator") != CREATOR:
             raise RunFileError(f"{path}: not a fastsgd run file (no creator='fastsgd' attribute)")
         version = attrs.get("format_version")
+        if isinstance(version, np.generic):
+            version = version.item()
         if version != FORMAT_VERSION:
             raise RunFileError(f"{path}: unsupported format_version {version!r} "
                                f"(this fastsgd reads {FORMAT_VERSION})")
