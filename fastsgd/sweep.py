@@ -58,7 +58,20 @@ def _config_name(kind: str, cfg: SimConfig) -> str:
 
 
 def _resolve(values: dict, where: str) -> SimConfig:
+    """A cell's SimConfig from its GRID values, with the derived keys t_max (steps =
+    rint(t_max·N)), delta (D = rint(δ·N)) and test_size_per_N (test_size = that·N)."""
     values = dict(values)
+    N = values.get("N", 1000)
+    for key, target in (("delta", "D"), ("test_size_per_N", "test_size")):
+        if key in values:
+            factor = values.pop(key)
+            if target in values:
+                raise GridError(f"{where}: give {target} or {key}, not both")
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) \
+                    or not math.isfinite(factor) or factor <= 0 or not isinstance(N, int):
+                raise GridError(f"{where}: {key} must be a finite number > 0 (and N an "
+                                f"integer), got {factor!r}")
+            values[target] = max(1, int(round(factor * N)))
     if "t_max" in values:
         if "steps" in values:
             raise GridError(f"{where}: give steps or t_max, not both")

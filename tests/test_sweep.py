@@ -147,3 +147,28 @@ def test_plot_of_a_sweep_and_bad_plot_inputs(grid_file, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "summary.csv" in err[0] and "does not exist" in err[1]
     assert "note.h5" in err[2]
+
+
+def test_derived_keys_scale_with_N(tmp_path):
+    grid = tmp_path / "series.toml"
+    grid.write_text("[base]\ndelta = 0.5\nt_max = 30\ntest_size_per_N = 20\n"
+                    "[grid]\nN = [500, 4000]\nstandardize = ['none', 'whiten']\n")
+    cells, _ = read_grid(grid)
+    configs = {(c.job.config.N, c.job.config.standardize): c.job.config for c in cells}
+    big = configs[(4000, "whiten")]
+    assert (big.D, big.steps, big.test_size) == (2000, 120_000, 80_000)
+    assert configs[(500, "none")].D == 250
+    # one floor and one reference per N, shared by the standardizations
+    assert len({c.floor.name for c in cells}) == 2 and len({c.reference.name for c in cells}) == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[base]\ndelta = 0.5\nD = 10\n[grid]\nN = [20]\n")
+    with pytest.raises(GridError, match="D or delta"):
+        read_grid(bad)
+
+
+def test_example_grids_are_valid():
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "examples"
+    cells, ode = read_grid(root / "universality.toml")
+    assert len(cells) == 160 and ode == {"dt": 0.01, "method": "euler"}
+    assert len(read_grid(root / "finite_size.toml")[0]) == 16
