@@ -294,7 +294,11 @@ def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None =
     if todo:
         single_thread = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                          "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        # allowed-failures = 1: a task whose worker dies twice is failed, not retried forever.
+        # worker-saturation = 1: a one-thread worker holds only the task it runs, so a worker's
+        # death counts against that task alone, never against one queued behind it.
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1,
+                              "distributed.scheduler.worker-saturation": 1.0}):
             if scheduler:
                 client, cluster = Client(scheduler), None
             else:
