@@ -77,7 +77,7 @@ def centred_covariance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _student_statistics(lam, nu, y, v, g_code, Q, R, lam_mean):
+def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean):
     # One pass for the means and ε_g, one for the centred covariances; returns eg_mc.
     P, K = lam.shape
     M = nu.shape[1]
@@ -85,13 +85,11 @@ def _student_statistics(lam, nu, y, v, g_code, Q, R, lam_mean):
     lam_mean[:] = 0.0
     sq = 0.0
     for p in range(P):
-        yhat = 0.0
         for k in range(K):
             lam_mean[k] += lam[p, k]
-            yhat += v[k] * activation(lam[p, k], g_code)
         for n in range(M):
             nu_mean[n] += nu[p, n]
-        diff = yhat - y[p]
+        diff = yhat[p] - y[p]
         sq += diff * diff
     lam_mean /= P
     nu_mean /= P
@@ -119,7 +117,8 @@ def test_set_statistics(lam: np.ndarray, nu: np.ndarray, y: np.ndarray, v: np.nd
     """
     K, M = lam.shape[1], nu.shape[1]
     Q, R, lam_mean = np.empty((K, K)), np.empty((K, M)), np.empty(K)
-    eg_mc = _student_statistics(lam, nu, y, v, g_code, Q, R, lam_mean)
+    yhat = network_output(lam, v, g_code, np.empty(lam.shape[0]))
+    eg_mc = _student_statistics(lam, nu, yhat, y, Q, R, lam_mean)
     return {"eg_mc": eg_mc, "Q": Q, "R": R, "lambda_mean": lam_mean}
 
 
