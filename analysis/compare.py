@@ -19,7 +19,7 @@ ODE_FORMAT_VERSION = 1
 
 
 class TheoryUnavailable(ValueError):
-    """The run's configuration has no Gaussian ODE (f with a ≠ 0, g = relu, other inputs)."""
+    """The run's configuration has no Gaussian ODE (f with a ≠ 0, other inputs)."""
 
 
 def check_ode_applies(config) -> None:
@@ -29,10 +29,6 @@ def check_ode_applies(config) -> None:
         raise TheoryUnavailable(
             f"f = {config.f} has a = E f(u) = {a:.4f} ≠ 0: no Gaussian ODE applies; compare "
             "with a Gaussian-latent run instead (--reference)")
-    if config.g == "relu":
-        raise TheoryUnavailable(
-            "g = relu: the ODE needs the ReLU I4, which is not implemented yet; compare with a "
-            "Gaussian-latent run instead (--reference)")
     if config.input_model not in ("hmm", "equivalent_gaussian"):
         raise TheoryUnavailable(f"input_model = {config.input_model}: no ODE applies")
 

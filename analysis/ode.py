@@ -16,10 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from analysis.activations import ACTIVATION_CODES, ACTIVATIONS, G_ERF, folding_coefficients
+from analysis.activations import (ACTIVATION_CODES, ACTIVATIONS, G_ERF, G_RELU,
+                                  folding_coefficients)
 from analysis.integrals import (erf_i3_lambda3, erf_i3_value, erf_i4_lambda0, erf_i4_lambda4,
                                 erf_i4_lambda_side, erf_i4_value, generalisation_error_kernel,
-                                i2_at, i3_at, i4_at, j2_at)
+                                i2_at, i3_at, i4_at, j2_at, relu_i4_sums)
+from analysis.orthant import NODES, WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,10 @@ def _field_integrals(C, K, M, v, A, g, sigma, train_v, drift, i4sum, j2, i2u, sc
 
     For erf the parts of I3 and I4 that depend on fewer indices (Λ₃ per (k, a); Λ₄ per (k, l),
     Λ₁ per a) are computed once per evaluation from the same formulas as
-    :func:`analysis.integrals.i3_entries` and :func:`analysis.integrals.i4_entries`.
+    :func:`analysis.integrals.i3_entries` and :func:`analysis.integrals.i4_entries`. For relu
+    𝓘4 comes from :func:`analysis.integrals.relu_i4_sums`, which computes the one- and
+    two-field parts once per evaluation; only terms with four distinct fields need a
+    quadrature.
     ``scratch`` is (2, K + M)."""
     n = K + M
     u = scratch[0]
@@ -102,6 +107,9 @@ def _field_integrals(C, K, M, v, A, g, sigma, train_v, drift, i4sum, j2, i2u, sc
     for m in range(M):
         u[K + m] = A[m]
     erf = g == G_ERF
+    if g == G_RELU:
+        relu_i4_sums(C, K, u, i4sum, np.empty(n), np.empty((n, n)), np.empty((n, n)),
+                     np.empty(n, dtype=np.int64), np.empty((4, 4)), NODES, WEIGHTS)
     for k in range(K):
         acc2 = 0.0
         if train_v:
@@ -125,7 +133,9 @@ def _field_integrals(C, K, M, v, A, g, sigma, train_v, drift, i4sum, j2, i2u, sc
     for k in range(K):
         for l in range(k, K):
             acc = 0.0
-            if erf:
+            if g == G_RELU:
+                acc = i4sum[k, l]
+            elif erf:
                 c00, c01, c11 = C[k, k], C[k, l], C[l, l]
                 lam4 = erf_i4_lambda4(c00, c01, c11)
                 inv4 = 1.0 / math.sqrt(lam4)
@@ -539,10 +549,6 @@ def _check_common(lr, dt, method, g, sigma) -> tuple[int, int]:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if g not in ACTIVATIONS:
         raise ValueError(f"g must be one of {', '.join(ACTIVATIONS)}, got {g!r}")
-    if g == "relu":
-        raise NotImplementedError("the ODE for g = relu needs the ReLU I4, which is not "
-                                  "implemented yet; compare ReLU runs with a Gaussian-latent "
-                                  "simulation instead")
     return METHODS[method], ACTIVATION_CODES[g]
 
 

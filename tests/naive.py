@@ -219,3 +219,82 @@ def simulate(cfg, seed_index=0, trace=False):
     if trace:
         out.update({f"trace_{key}": np.array(value) for key, value in traces.items()})
     return out
+
+
+# ---------------------------------------------------------------- ReLU I4 at high precision
+def relu_i4_mp(C, dps: int = 30):
+    """E[Θ(z₀)Θ(z₁) relu(z₂) relu(z₃)], z ~ N(0, C), in mpmath arithmetic (``dps`` digits).
+
+    Written from MODEL.md §5.4 on the covariance itself (no standardisation, no merging of
+    nearly equal fields): Stein's lemma E[z_a h(z)] = Σ_i C_ai E[∂_i h], conditioning by
+    C → C − C_·i C_i·/C_ii, and Plackett's identity integrated in t ∈ [0, 1] along
+    I + t(P − I) with mpmath's tanh-sinh quadrature (no substitution). Only identical fields
+    (C_ff = C_gg = C_fg) are merged; other exactly degenerate pairs are not supported.
+    """
+    import mpmath as mp
+
+    with mp.workdps(dps):
+        C = [[mp.mpf(float(C[i][j])) for j in range(4)] for i in range(4)]
+        mapping = {}  # identical random variables (C_ff = C_gg = C_fg) are one field
+        for f in range(4):
+            mapping[f] = next((g for g in sorted(set(mapping.values()))
+                               if C[f][f] == C[g][g] == C[f][g]), f)
+        if any(C[f][f] == 0 for f in range(4)):
+            return 0.0
+        O = sorted(set(mapping.values()))
+        a, b = mapping[2], mapping[3]
+
+        def condition(C, i):
+            return [[C[p][q] - C[p][i] * C[i][q] / C[i][i] for q in range(4)] for p in range(4)]
+
+        def corr(C, p, q):
+            return C[p][q] / mp.sqrt(C[p][p] * C[q][q])
+
+        def prob(C, O):
+            n = len(O)
+            if n == 0:
+                return mp.mpf(1)
+            if n == 1:
+                return mp.mpf(1) / 2
+            if n == 2:
+                return mp.mpf(1) / 4 + mp.asin(corr(C, *O)) / (2 * mp.pi)
+            if n == 3:
+                p, q, r = O
+                return (mp.mpf(1) / 8 + (mp.asin(corr(C, p, q)) + mp.asin(corr(C, p, r))
+                                         + mp.asin(corr(C, q, r))) / (4 * mp.pi))
+            P = [[corr(C, p, q) for q in O] for p in O]
+            total = mp.mpf(1) / 16
+            for i in range(4):
+                for j in range(i + 1, 4):
+                    k, l = [m for m in range(4) if m not in (i, j)]
+                    rho = P[i][j]
+                    if rho == 0:
+                        continue
+
+                    def integrand(t, i=i, j=j, k=k, l=l, rho=rho):
+                        M = [[P[p][q] * t if p != q else mp.mpf(1) for q in range(4)]
+                             for p in range(4)]
+                        M = condition(condition(M, i), j)
+                        r = M[k][l] / mp.sqrt(M[k][k] * M[l][l])
+                        return (rho / (2 * mp.pi * mp.sqrt(1 - t * t * rho * rho))
+                                * (mp.mpf(1) / 4 + mp.asin(r) / (2 * mp.pi)))
+
+                    total += mp.quad(integrand, [0, 1])
+            return total
+
+        def phi(C, i):
+            return 1 / mp.sqrt(2 * mp.pi * C[i][i])
+
+        def first_moment(C, O, b):  # E[z_b 1_O]
+            return sum(C[b][i] * phi(C, i) * prob(condition(C, i), [m for m in O if m != i])
+                       for i in O)
+
+        def second_moment(C, O, a, b):  # E[z_a z_b 1_O]
+            total = C[a][b] * prob(C, O)
+            for i in O:
+                if i != b:
+                    rest = [m for m in O if m != i]
+                    total += C[a][i] * phi(C, i) * first_moment(condition(C, i), rest, b)
+            return total
+
+        return float(second_moment(C, O, a, b))

@@ -177,10 +177,9 @@ def test_closed_forms_match_monte_carlo(case, g):
     for i, j, k in triples:
         checks.append((f"I3{(i, j, k)}", I3(sub(C, (i, j, k)), g=g),
                        *_mc_mean(Gp[i] * z[j] * G[k])))
-    if g != "relu":
-        for i, j, k, l in quads:
-            checks.append((f"I4{(i, j, k, l)}", I4(sub(C, (i, j, k, l)), g=g),
-                           *_mc_mean((Gp[i] * Gp[j]) * (G[k] * G[l]))))
+    for i, j, k, l in quads:
+        checks.append((f"I4{(i, j, k, l)}", I4(sub(C, (i, j, k, l)), g=g),
+                       *_mc_mean((Gp[i] * Gp[j]) * (G[k] * G[l]))))
 
     assert len(checks) >= 10
     failures = [
@@ -414,12 +413,6 @@ def test_relu_I2_matches_arctan_form():
     for seed in range(5):
         C = _random_cov(2, 60 + seed, 1.0, 0.05)
         assert I2(C, g="relu") == pytest.approx(i2_relu_arctan(C), rel=1e-12, abs=1e-15)
-
-
-def test_relu_I4_raises_not_implemented():
-    C = _random_cov(4, 71, 1.0, 0.05)
-    with pytest.raises(NotImplementedError, match="(?i)relu"):
-        I4(C, g="relu")
 
 
 # ---------------------------------------------------------------------------------------------

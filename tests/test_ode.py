@@ -319,8 +319,6 @@ def test_unsupported_choices_are_refused():
     state = random_state(rng, K=2, M=2, D=10)
     with pytest.raises(ValueError, match="a = E f"):
         integrate_hmm(state, lr=0.2, delta=0.5, f="relu", t_max=1)
-    with pytest.raises(NotImplementedError, match="relu"):
-        integrate_hmm(state, lr=0.2, delta=0.5, g="relu", t_max=1)
     with pytest.raises(ValueError, match="method"):
         integrate_hmm(state, lr=0.2, delta=0.5, method="rk45", t_max=1)
     with pytest.raises(ValueError, match="lr"):

@@ -247,8 +247,16 @@ def test_ode_refuses_f_relu(relu_f, tmp_path, capsys):
     _refused(capsys, tmp_path, ["ode", relu_f.path, "--out", tmp_path / "o.h5"], ["relu"])
 
 
-def test_ode_refuses_g_relu(relu_g, tmp_path, capsys):
-    _refused(capsys, tmp_path, ["ode", relu_g.path, "--out", tmp_path / "o.h5"], ["relu"])
+def test_ode_and_compare_serve_g_relu(relu_g, tmp_path, capsys):
+    """g = relu has its ODE (numerical ReLU I4): ode writes it, compare reads it."""
+    out = tmp_path / "relu_ode.h5"
+    code, _, err = run_main(capsys, ["ode", relu_g.path, "--out", out])
+    assert code == 0, err
+    ode = load_ode_file(out, relu_g)
+    assert np.all(ode.valid) and np.all(np.isfinite(ode.eg))
+    code, text, err = run_main(capsys, ["compare", relu_g.path, out])
+    assert code == 0, err
+    assert "eg" in text
 
 
 def test_ode_refuses_existing_out(gauss, tmp_path, capsys):
