@@ -298,3 +298,33 @@ def relu_i4_mp(C, dps: int = 30):
             return total
 
         return float(second_moment(C, O, a, b))
+
+
+# ---------------------------------------------------------------- i.i.d. inputs (Saad–Solla)
+def simulate_iid(N, K, M, lr, g, t_max, n_records, seed):
+    """Online SGD on x ~ N(0, I_N), y = Σ_m g(W̃_m·x/√N) (A = 1), student v = 1 fixed, with
+    MODEL.md §3.1's update and time t = steps/N. Returns t, Q, R (n_records rows) and T; the
+    initial weights are w ~ N(0, 1), W̃ ~ N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(K, N))
+    W = rng.normal(size=(M, N))
+    v = np.ones(K)
+    steps = int(round(t_max * N))
+    record_at = np.unique(np.rint(np.geomspace(1, steps, n_records - 1)).astype(int))
+    record_at = np.concatenate([[0], record_at])
+    t, Q, R = [], [], []
+    nxt = 0
+    for mu in range(steps + 1):
+        if nxt < len(record_at) and mu == record_at[nxt]:
+            t.append(mu / N)
+            Q.append(w @ w.T / N)
+            R.append(w @ W.T / N)
+            nxt += 1
+        if mu == steps:
+            break
+        x = rng.normal(size=N)
+        lam = w @ x / math.sqrt(N)
+        nu = W @ x / math.sqrt(N)
+        delta = g_act(nu, g).sum() - v @ g_act(lam, g)
+        w = w + lr / math.sqrt(N) * np.outer(v * delta * g_prime(lam, g), x)
+    return np.array(t), np.array(Q), np.array(R), W @ W.T / N

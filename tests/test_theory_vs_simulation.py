@@ -81,3 +81,41 @@ def test_finite_size_exponent(tmp_path):
         slope = np.polyfit(np.log(sizes), np.log(values), 1)[0]
         assert values[-1] < values[0], (quantity, values)
         assert -1.0 <= slope <= -0.3, (quantity, slope, values)
+
+
+# ---------------------------------------------------------------------------- g = relu
+def scm_relu_deviation(N, seed, t_max=20.0):
+    """ε_g deviation d between an i.i.d.-input ReLU simulation (tests/naive.py) and the
+    Saad–Solla ODE started from its exact initial Q, R."""
+    from analysis.deviation import eg_deviation
+    from analysis.integrals import generalisation_error
+    from analysis.ode import integrate_scm
+    from naive import simulate_iid
+
+    t, Q, R, T = simulate_iid(N, 2, 2, 0.2, "relu", t_max, 40, seed)
+    ones = np.ones(2)
+    eg_sim = np.array([generalisation_error(q, r, T, ones, ones, g="relu") for q, r in zip(Q, R)])
+    traj = integrate_scm(Q[0], R[0], T, ones, ones, lr=0.2, g="relu", t_eval=t, method="rk4",
+                         dt=0.05)
+    assert traj.status == "ok"
+    return eg_deviation(t, eg_sim[None], t, traj.eg[None])[0]
+
+
+def test_scm_relu_ode_tracks_iid_simulation_at_large_n():
+    """The ReLU Saad–Solla ODE (numerical I4) follows i.i.d.-input SGD, closer at larger N."""
+    small = np.mean([scm_relu_deviation(300, s) for s in range(3)])
+    large = np.mean([scm_relu_deviation(3000, s) for s in range(3)])
+    assert large < 0.03, (small, large)
+    assert large < small, (small, large)
+
+
+def test_hmm_relu_ode_tracks_simulation_like_erf(tmp_path):
+    """The HMM ODE with g = relu against Gaussian-latent ReLU runs: deviation within the erf
+    bound of the test above at N = 1000, and larger at N = 250."""
+    d = {N: ode_deviation(gaussian_run(tmp_path, N, g="relu")) for N in (250, 1000)}
+    for quantity in ("eg_mc", "eg"):
+        small, large = aggregate(d[250][quantity]), aggregate(d[1000][quantity])
+        assert large.n_valid == 4 and small.n_valid == 4
+        assert large.mean < 0.06, f"{quantity}: d = {large} at N = 1000"
+        assert small.mean > large.mean, f"{quantity}: N = 250 {small}, N = 1000 {large}"
+    assert aggregate(d[1000]["Q"]).mean < 0.1 and aggregate(d[1000]["R"]).mean < 0.25
