@@ -175,8 +175,8 @@ def relu_field_correlations(C, sd, P, asin_P, rep):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _orthant_given_pair(P, O, n, i, j):
-    """P(z_m > 0 for the other fields of O | z_i = z_j = 0); i, j are positions in O."""
+def _orthant_given_pair(P, n, i, j):
+    """P(z_m > 0 for the fields m ∉ {i, j} | z_i = z_j = 0), P the correlations of n fields."""
     if n == 2:
         return 1.0
     if n == 3:
@@ -187,53 +187,35 @@ def _orthant_given_pair(P, O, n, i, j):
             if k < 0:
                 k = m
             else:
-                return orthant_2(partial_correlation_2(P, O[k], O[m], O[i], O[j]))
+                return orthant_2(partial_correlation_2(P, k, m, i, j))
     return math.nan
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _conditional_first_moment(P, O, n, i, b):
-    """E[z_b 1{z_m > 0 for the other fields of O} | z_i = 0] (positions i ≠ b in O), by Stein's
-    lemma in the conditional law (covariance P' = P − P_·i P_i·):
+def _conditional_first_moment(P, n, i, b):
+    """E[z_b 1{z_m > 0 for all m ≠ i} | z_i = 0] (i ≠ b), by Stein's lemma in the conditional
+    law (covariance P' = P − P_·i P_i·):
     Σ_{j≠i} P'_bj φ'_j P(others > 0 | z_i = z_j = 0) = √(P'_bb)/√(2π) Σ_{j≠i} ρ_bj·i P(…),
     with φ'_j = 1/√(2π P'_jj) and ρ_bj·i the partial correlation (1 for j = b)."""
-    fb = O[b]
-    fi = O[i]
     acc = 0.0
     for j in range(n):
         if j == i:
             continue
-        r = 1.0 if j == b else partial_correlation_1(P, fb, O[j], fi)
-        acc += r * _orthant_given_pair(P, O, n, i, j)
-    return math.sqrt(one_minus_square(P[fb, fi])) * _INV_SQRT_2PI * acc
+        r = 1.0 if j == b else partial_correlation_1(P, b, j, i)
+        acc += r * _orthant_given_pair(P, n, i, j)
+    return math.sqrt(one_minus_square(P[b][i])) * _INV_SQRT_2PI * acc
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def relu_standard_moment(P, asin_P, O, n, a, b, P4, x, w):
-    """E[z_a z_b 1_O] for standardized fields with correlations P, O = {z_f > 0 for the n
-    distinct fields f = O[0..n−1]} (O a 4-tuple, n ≤ 4), a and b positions in O (a = b
-    allowed). Stein's
-    lemma (MODEL.md §5.4):
-    E[z_a z_b 1_O] = P_ab P(O) + Σ_{i≠b} P_ai φ E[z_b 1_{O∖i} | z_i = 0], φ = 1/√(2π),
-    with P(O) in closed form up to three fields and by :func:`analysis.orthant.orthant_4`
-    (rule (x, w), workspace P4) for four."""
-    if n == 1:
-        prob = 0.5
-    elif n == 2:
-        prob = 0.25 + asin_P[O[0], O[1]] / _TWO_PI
-    elif n == 3:
-        prob = 0.125 + (asin_P[O[0], O[1]] + asin_P[O[0], O[2]]
-                        + asin_P[O[1], O[2]]) / (2.0 * _TWO_PI)
-    else:
-        for p in range(4):
-            for r in range(4):
-                P4[p, r] = P[O[p], O[r]]
-        prob = orthant_4(P4, x, w)
-    fa = O[a]
-    total = P[fa, O[b]] * prob
+def relu_standard_moment(P, n, a, b, prob):
+    """E[z_a z_b 1_O] for n ≤ 4 distinct standardized fields with correlations P (a nested
+    4-tuple, rows and columns beyond n unused), O = {z_m > 0 for all m}, P(O) = ``prob``,
+    a = b allowed. Stein's lemma (MODEL.md §5.4):
+    E[z_a z_b 1_O] = P_ab P(O) + Σ_{i≠b} P_ai φ E[z_b 1_{O∖i} | z_i = 0], φ = 1/√(2π)."""
+    total = P[a][b] * prob
     for i in range(n):
-        if i != b and P[fa, O[i]] != 0.0:
-            total += P[fa, O[i]] * _INV_SQRT_2PI * _conditional_first_moment(P, O, n, i, b)
+        if i != b and P[a][i] != 0.0:
+            total += P[a][i] * _INV_SQRT_2PI * _conditional_first_moment(P, n, i, b)
     return total
 
 
@@ -274,8 +256,8 @@ def relu_i4_cached(sd, P, asin_P, rep, f0, f1, f2, f3, P4, x, w):
     coincide (same index, or correlation > 1 − 1e-12) are merged; a correlation < −1 + 1e-12
     between two of them makes O empty (I4 = 0), and so does a field of zero variance
     (Θ(0) = relu(0) = 0). Then I4 = √(C_f2f2 C_f3f3) · E[u_a u_b 1_O] on the standardized
-    fields (:func:`relu_standard_moment`): closed forms up to three distinct fields, one
-    quadrature for four. ``P4`` (4, 4) is a workspace.
+    fields (:func:`relu_standard_moment`), with P(O) in closed form up to three distinct fields
+    and by :func:`analysis.orthant.orthant_4` (rule (x, w), workspace ``P4`` (4, 4)) for four.
     """
     o0, o1, o2, o3, n, p0 = _add_field(P, rep, f0, -1, -1, -1, -1, 0)
     if p0 < 0:
@@ -289,8 +271,27 @@ def relu_i4_cached(sd, P, asin_P, rep, f0, f1, f2, f3, P4, x, w):
     o0, o1, o2, o3, n, b = _add_field(P, rep, f3, o0, o1, o2, o3, n)
     if b < 0:
         return 0.0 if b == -1 else math.nan
-    return sd[f2] * sd[f3] * relu_standard_moment(P, asin_P, (o0, o1, o2, o3), n, a, b, P4,
-                                                  x, w)
+    # the correlations of the distinct fields as a nested tuple: no array crosses the calls
+    # below (array arguments cost reference counting on every call)
+    o1 = max(o1, 0)
+    o2 = max(o2, 0)
+    o3 = max(o3, 0)
+    p01, p02, p03 = P[o0, o1], P[o0, o2], P[o0, o3]
+    p12, p13, p23 = P[o1, o2], P[o1, o3], P[o2, o3]
+    Pt = ((1.0, p01, p02, p03), (p01, 1.0, p12, p13), (p02, p12, 1.0, p23),
+          (p03, p13, p23, 1.0))
+    if n == 1:
+        prob = 0.5
+    elif n == 2:
+        prob = 0.25 + asin_P[o0, o1] / _TWO_PI
+    elif n == 3:
+        prob = 0.125 + (asin_P[o0, o1] + asin_P[o0, o2] + asin_P[o1, o2]) / (2.0 * _TWO_PI)
+    else:
+        for p in range(4):
+            for r in range(4):
+                P4[p, r] = Pt[p][r]
+        prob = orthant_4(P4, x, w)
+    return sd[f2] * sd[f3] * relu_standard_moment(Pt, n, a, b, prob)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -90,10 +90,10 @@ def _partial(akl, aki, ali, qki, qli):
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def partial_correlation_1(P, k, l, i):
-    """Correlation of z_k and z_l given z_i, for the correlation matrix P:
-    (ρ_kl − ρ_ki ρ_li) / √((1 − ρ_ki²)(1 − ρ_li²))."""
-    return _partial(P[k, l], P[k, i], P[l, i], one_minus_square(P[k, i]),
-                    one_minus_square(P[l, i]))
+    """Correlation of z_k and z_l given z_i, for the correlations P (indexed P[k][l]: a nested
+    tuple, or an array): (ρ_kl − ρ_ki ρ_li) / √((1 − ρ_ki²)(1 − ρ_li²))."""
+    return _partial(P[k][l], P[k][i], P[l][i], one_minus_square(P[k][i]),
+                    one_minus_square(P[l][i]))
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -134,11 +134,11 @@ def _condition_on_first(akl, aki, akj, ali, alj, aij, qki=-1.0, qkj=-1.0, qli=-1
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def partial_correlation_2(P, k, l, i, j):
-    """Correlation of z_k and z_l given (z_i, z_j), for the correlation matrix P."""
-    return _partial_given_pair(P[k, l], P[k, i], P[k, j], P[l, i], P[l, j], P[i, j],
-                               one_minus_square(P[k, i]), one_minus_square(P[k, j]),
-                               one_minus_square(P[l, i]), one_minus_square(P[l, j]),
-                               one_minus_square(P[i, j]))
+    """Correlation of z_k and z_l given (z_i, z_j), for the correlations P (indexed P[k][l])."""
+    return _partial_given_pair(P[k][l], P[k][i], P[k][j], P[l][i], P[l][j], P[i][j],
+                               one_minus_square(P[k][i]), one_minus_square(P[k][j]),
+                               one_minus_square(P[l][i]), one_minus_square(P[l][j]),
+                               one_minus_square(P[i][j]))
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")

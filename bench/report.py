@@ -62,6 +62,13 @@ def main() -> None:
     print(f"HMM ODE, D = 250, t = 1000, Euler dt = 0.01: {tp.hmm_ode_seconds():.3f} s; "
           f"RK4 dt = 1.5: {tp.hmm_ode_seconds('rk4', 1.5):.3f} s")
     print(f"SCM ODE, K = M = 2, t = 2000, Euler dt = 0.01: {tp.scm_ode_seconds():.3f} s")
+    for model, run, rk4_dt in (("HMM", lambda g, m, dt: tp.hmm_ode_seconds(m, dt, g=g), 1.5),
+                               ("SCM", lambda g, m, dt: tp.scm_ode_seconds(g, m, dt), 0.5)):
+        times = {g: (run(g, "euler", 0.01), run(g, "rk4", rk4_dt)) for g in ("erf", "relu")}
+        print(f"{model} ODE relu / erf: Euler dt = 0.01 {times['relu'][0]:.3f} / "
+              f"{times['erf'][0]:.3f} s ({times['relu'][0] / times['erf'][0]:.1f}x); "
+              f"RK4 dt = {rk4_dt} {times['relu'][1]:.3f} / {times['erf'][1]:.3f} s "
+              f"({times['relu'][1] / times['erf'][1]:.1f}x)")
 
 
 if __name__ == "__main__":

@@ -61,3 +61,17 @@ def test_hmm_ode(benchmark):
 
 def test_scm_ode(benchmark):
     benchmark.extra_info["seconds"] = benchmark.pedantic(tp.scm_ode_seconds, rounds=3)
+
+
+@pytest.mark.parametrize("g", ["erf", "relu"])
+@pytest.mark.parametrize("model", ["hmm", "scm"])
+def test_ode_relu_against_erf(benchmark, model, g):
+    """ReLU ODE (numerical I4) beside erf: Euler dt = 0.01 and RK4 (HMM dt = 1.5, SCM 0.5)."""
+    if model == "hmm":
+        run = lambda method, dt: tp.hmm_ode_seconds(method, dt, g=g)  # noqa: E731
+        rk4_dt = 1.5
+    else:
+        run = lambda method, dt: tp.scm_ode_seconds(g, method, dt)  # noqa: E731
+        rk4_dt = 0.5
+    benchmark.extra_info["rk4_seconds"] = run("rk4", rk4_dt)
+    benchmark.extra_info["seconds"] = benchmark.pedantic(run, args=("euler", 0.01), rounds=1)

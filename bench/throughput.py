@@ -157,8 +157,8 @@ def measure_limit(N: int, D: int, M: int, concurrent: int = 1, seconds: float = 
 
 
 # ----------------------------------------------------------------------------- the ODEs
-def hmm_ode_seconds(method: str = "euler", dt: float = 0.01) -> float:
-    """HMM ODE, D = 250 (N = 500), K = M = 2, sign/erf, both layers, t = 1000."""
+def hmm_ode_seconds(method: str = "euler", dt: float = 0.01, g: str = "erf") -> float:
+    """HMM ODE, D = 250 (N = 500), K = M = 2, sign/g, both layers, t = 1000."""
     from analysis.ode import integrate_hmm
     cfg = fastsgd.SimConfig(N=500, D=250, test_size=10, steps=10, records=2)
     streams = SeedStreams.for_seed(0, 0, 0)
@@ -166,20 +166,23 @@ def hmm_ode_seconds(method: str = "euler", dt: float = 0.01) -> float:
     from fastsgd.observables import spectral_initial_state
     state = spectral_initial_state(problem.features, problem.w, problem.teacher, problem.v,
                                    problem.A)
-    kw = dict(lr=0.2, delta=0.5, train_second_layer=True, t_max=1000.0, method=method, dt=dt)
+    kw = dict(lr=0.2, delta=0.5, train_second_layer=True, t_max=1000.0, method=method, dt=dt,
+              g=g)
     integrate_hmm(state, **{**kw, "t_max": 1.0})  # load the compiled kernel
     start = time.perf_counter()
     integrate_hmm(state, **kw)
     return time.perf_counter() - start
 
 
-def scm_ode_seconds() -> float:
-    """Saad–Solla ODE, K = M = 2, erf, t = 2000, Euler dt = 0.01, from the shipped fixture."""
+def scm_ode_seconds(g: str = "erf", method: str = "euler", dt: float = 0.01) -> float:
+    """Saad–Solla ODE, K = M = 2, t = 2000, from the shipped fixture's initial state (erf is
+    the published case; relu starts from the same state)."""
     from analysis.ode import integrate_scm
     ref = Path(__file__).resolve().parent.parent / "tests" / "data" / "ref" / \
         "scm_erf_K2M2_lr0.2_Tidentity_ode_only"
     ic = {name: np.loadtxt(ref / f"ic_{name}0.csv", delimiter=",") for name in "QRTvA"}
-    integrate_scm(ic["Q"], ic["R"], ic["T"], ic["v"], ic["A"], lr=0.2, t_max=1.0)
+    kw = dict(lr=0.2, g=g, method=method, dt=dt)
+    integrate_scm(ic["Q"], ic["R"], ic["T"], ic["v"], ic["A"], t_max=1.0, **kw)
     start = time.perf_counter()
-    integrate_scm(ic["Q"], ic["R"], ic["T"], ic["v"], ic["A"], lr=0.2, t_max=2000.0)
+    integrate_scm(ic["Q"], ic["R"], ic["T"], ic["v"], ic["A"], t_max=2000.0, **kw)
     return time.perf_counter() - start

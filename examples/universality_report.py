@@ -3,6 +3,8 @@
     fastsgd sweep examples/universality.toml --out data/universality
     fastsgd sweep examples/finite_size.toml --out data/finite_size
     python examples/universality_report.py data/universality data/finite_size docs/figures
+    python examples/universality_report.py data/universality data/finite_size docs/figures \
+        data/universality_relu     # adds the g = relu row
 
 Prints Markdown tables (the deviation d̄ of each cell and its verdict, counts per
 standardization, the finite-size exponents) and writes small PNGs into the figures folder.
@@ -108,9 +110,34 @@ def finite_size(rows: list[dict], figures: Path) -> None:
     plt.close(fig)
 
 
+def relu_row(relu_rows: list[dict], erf_rows: list[dict], figures: Path) -> None:
+    """The g = relu row (m = 8, B = D) beside the same row of the erf study."""
+    from analysis.plots import plot_heatmaps
+    plot_heatmaps(relu_rows, figures / "universality_relu_BD.png")
+    floor = relu_rows[0]
+    print(f"g = relu, Gaussian floor: d̄ = {num(floor['floor_ode_mean']):.4f} ± "
+          f"{num(floor['floor_ode_sem']):.4f}\n")
+    alphas = sorted({num(r["alpha"]) for r in relu_rows})
+    print("| g | standardize | " + " | ".join(f"α = {a:g}" for a in alphas) + " |")
+    print("|---|---|" + "---:|" * len(alphas))
+    for std in ("none", "sample", "population", "whiten"):
+        for g, rows in (("erf", erf_rows), ("relu", relu_rows)):
+            cells = {num(r["alpha"]): r for r in rows if r["standardize"] == std
+                     and r["block_size"] == "D" and int(r["m"]) == 8}
+            if not cells:
+                continue
+            print(f"| {g} | {std} | " + " | ".join(
+                "" if a not in cells else f"{num(cells[a]['eg_dev_ode_mean']):.3f} ± "
+                f"{num(cells[a]['eg_dev_ode_sem']):.3f}"
+                + (" ✗" if cells[a]["verdict"] == "deviates" else "") for a in alphas) + " |")
+    print()
+
+
 if __name__ == "__main__":
     grid_dir, series_dir, figures = (Path(p) for p in sys.argv[1:4])
     figures.mkdir(parents=True, exist_ok=True)
     main_grid(read(grid_dir), figures)
     if (series_dir / "summary.csv").exists():
         finite_size(read(series_dir), figures)
+    if len(sys.argv) > 4:
+        relu_row(read(Path(sys.argv[4])), read(grid_dir), figures)

@@ -172,3 +172,17 @@ def test_example_grids_are_valid():
     cells, ode = read_grid(root / "universality.toml")
     assert len(cells) == 160 and ode == {"dt": 0.01, "method": "euler"}
     assert len(read_grid(root / "finite_size.toml")[0]) == 16
+
+
+def test_sweep_judges_relu_cells_against_the_relu_ode(tmp_path):
+    """g = relu has an ODE: its cells get ODE-mode verdicts with finite deviations."""
+    path = tmp_path / "relu.toml"
+    path.write_text(GRID.replace("m = [1, 3]", 'm = [3]\ng = ["erf", "relu"]')
+                    .replace('standardize = ["none", "whiten"]', 'standardize = ["whiten"]'))
+    rows = sweep(path, tmp_path / "sweep", workers=1, echo=lambda line: None)
+    assert len(rows) == 2
+    summary = read_summary(tmp_path / "sweep" / "summary.csv")
+    assert sorted(r["g"] for r in summary) == ["erf", "relu"]
+    for r in summary:
+        assert r["verdict_mode"] == "ode", r
+        assert 0.0 < float(r["eg_dev_ode_mean"]) < 1.0, r
