@@ -247,10 +247,10 @@ def _add_field(P, rep, f, o0, o1, o2, o3, n):
     return o0, o1, o2, r, 4, 3
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def relu_i4_cached(sd, P, asin_P, rep, f0, f1, f2, f3, P4, x, w):
-    """ReLU I4 = E[Θ(z_f0) Θ(z_f1) relu(z_f2) relu(z_f3)] from the per-evaluation parts of
-    :func:`relu_field_correlations`.
+@njit(cache=True, nogil=True, error_model="numpy")
+def relu_i4_table(sd, P, asin_P, rep, quads, out, P4, x, w):
+    """out[q] = ReLU I4 = E[Θ(z_f0) Θ(z_f1) relu(z_f2) relu(z_f3)] for each row (f0, f1, f2, f3)
+    of ``quads``, from the per-evaluation parts of :func:`relu_field_correlations`.
 
     The integrand is z_f2 z_f3 1_O with O = {z_m > 0 for the distinct fields m}. Fields that
     coincide (same index, or correlation > 1 − 1e-12) are merged; a correlation < −1 + 1e-12
@@ -258,45 +258,44 @@ def relu_i4_cached(sd, P, asin_P, rep, f0, f1, f2, f3, P4, x, w):
     (Θ(0) = relu(0) = 0). Then I4 = √(C_f2f2 C_f3f3) · E[u_a u_b 1_O] on the standardized
     fields (:func:`relu_standard_moment`), with P(O) in closed form up to three distinct fields
     and by :func:`analysis.orthant.orthant_4` (rule (x, w), workspace ``P4`` (4, 4)) for four.
+
+    One loop over the quadruples rather than one call each: a call that takes these arrays
+    costs more in reference counting than the closed forms themselves.
     """
-    o0, o1, o2, o3, n, p0 = _add_field(P, rep, f0, -1, -1, -1, -1, 0)
-    if p0 < 0:
-        return 0.0 if p0 == -1 else math.nan
-    o0, o1, o2, o3, n, p1 = _add_field(P, rep, f1, o0, o1, o2, o3, n)
-    if p1 < 0:
-        return 0.0 if p1 == -1 else math.nan
-    o0, o1, o2, o3, n, a = _add_field(P, rep, f2, o0, o1, o2, o3, n)
-    if a < 0:
-        return 0.0 if a == -1 else math.nan
-    o0, o1, o2, o3, n, b = _add_field(P, rep, f3, o0, o1, o2, o3, n)
-    if b < 0:
-        return 0.0 if b == -1 else math.nan
-    # the correlations of the distinct fields as a nested tuple: no array crosses the calls
-    # below (array arguments cost reference counting on every call)
-    o1 = max(o1, 0)
-    o2 = max(o2, 0)
-    o3 = max(o3, 0)
-    p01, p02, p03 = P[o0, o1], P[o0, o2], P[o0, o3]
-    p12, p13, p23 = P[o1, o2], P[o1, o3], P[o2, o3]
-    Pt = ((1.0, p01, p02, p03), (p01, 1.0, p12, p13), (p02, p12, 1.0, p23),
-          (p03, p13, p23, 1.0))
-    if n == 1:
-        prob = 0.5
-    elif n == 2:
-        prob = 0.25 + asin_P[o0, o1] / _TWO_PI
-    elif n == 3:
-        prob = 0.125 + (asin_P[o0, o1] + asin_P[o0, o2] + asin_P[o1, o2]) / (2.0 * _TWO_PI)
-    else:
-        for p in range(4):
-            for r in range(4):
-                P4[p, r] = Pt[p][r]
-        prob = orthant_4(P4, x, w)
-    return sd[f2] * sd[f3] * relu_standard_moment(Pt, n, a, b, prob)
+    for q in range(quads.shape[0]):
+        f0, f1, f2, f3 = quads[q, 0], quads[q, 1], quads[q, 2], quads[q, 3]
+        o0, o1, o2, o3, n, p0 = _add_field(P, rep, f0, -1, -1, -1, -1, 0)
+        o0, o1, o2, o3, n, p1 = _add_field(P, rep, f1, o0, o1, o2, o3, n)
+        o0, o1, o2, o3, n, a = _add_field(P, rep, f2, o0, o1, o2, o3, n)
+        o0, o1, o2, o3, n, b = _add_field(P, rep, f3, o0, o1, o2, o3, n)
+        if p0 < 0 or p1 < 0 or a < 0 or b < 0:
+            out[q] = math.nan if min(p0, p1, a, b) == -2 else 0.0
+            continue
+        # the correlations of the distinct fields as a nested tuple (rows beyond n unused)
+        o1 = max(o1, 0)
+        o2 = max(o2, 0)
+        o3 = max(o3, 0)
+        p01, p02, p03 = P[o0, o1], P[o0, o2], P[o0, o3]
+        p12, p13, p23 = P[o1, o2], P[o1, o3], P[o2, o3]
+        Pt = ((1.0, p01, p02, p03), (p01, 1.0, p12, p13), (p02, p12, 1.0, p23),
+              (p03, p13, p23, 1.0))
+        if n == 1:
+            prob = 0.5
+        elif n == 2:
+            prob = 0.25 + asin_P[o0, o1] / _TWO_PI
+        elif n == 3:
+            prob = 0.125 + (asin_P[o0, o1] + asin_P[o0, o2] + asin_P[o1, o2]) / (2.0 * _TWO_PI)
+        else:
+            for p in range(4):
+                for r in range(4):
+                    P4[p, r] = Pt[p][r]
+            prob = orthant_4(P4, x, w)
+        out[q] = sd[f2] * sd[f3] * relu_standard_moment(Pt, n, a, b, prob)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def relu_i4_fields(C, f0, f1, f2, f3, x, w):
-    """ReLU I4 on fields f0..f3 of the covariance C (:func:`relu_i4_cached`), with its own
+    """ReLU I4 on fields f0..f3 of the covariance C (:func:`relu_i4_table`), with its own
     workspaces; Gauss–Legendre rule (x, w) for the four-field orthant."""
     n = C.shape[0]
     sd = np.empty(n)
@@ -304,31 +303,48 @@ def relu_i4_fields(C, f0, f1, f2, f3, x, w):
     asin_P = np.empty((n, n))
     rep = np.empty(n, dtype=np.int64)
     relu_field_correlations(C, sd, P, asin_P, rep)
-    return relu_i4_cached(sd, P, asin_P, rep, f0, f1, f2, f3, np.empty((4, 4)), x, w)
+    quads = np.empty((1, 4), dtype=np.int64)
+    quads[0, 0], quads[0, 1], quads[0, 2], quads[0, 3] = f0, f1, f2, f3
+    out = np.empty(1)
+    relu_i4_table(sd, P, asin_P, rep, quads, out, np.empty((4, 4)), x, w)
+    return out[0]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def relu_i4_sums(C, K, u, out, sd, P, asin_P, rep, P4, x, w):
+def relu_i4_sums(C, K, u, out, x, w):
     """out[k, l] = 𝓘4(k, l) = Σ_{a,b} u_a u_b I4(k, l, a, b) for g = relu, for the K students
     k ≤ l of C and all fields a, b, in one pass: the one- and two-field parts are computed once
-    (:func:`relu_field_correlations`), and I4(k, l, a, b) = I4(k, l, b, a) is evaluated for
-    a ≤ b only."""
+    (:func:`relu_field_correlations`), I4(k, l, a, b) = I4(k, l, b, a) is evaluated for a ≤ b
+    only, and all of them in one :func:`relu_i4_table`."""
     n = C.shape[0]
+    sd = np.empty(n)
+    P = np.empty((n, n))
+    asin_P = np.empty((n, n))
+    rep = np.empty(n, dtype=np.int64)
     relu_field_correlations(C, sd, P, asin_P, rep)
+    quads = np.empty((K * (K + 1) // 2 * n * (n + 1) // 2, 4), dtype=np.int64)
+    weights = np.empty(quads.shape[0])
+    count = 0
     for k in range(K):
         for l in range(k, K):
-            acc = 0.0
             for a in range(n):
-                if u[a] == 0.0:
-                    continue
-                acc += u[a] * u[a] * relu_i4_cached(sd, P, asin_P, rep, k, l, a, a, P4, x,
-                                                    w)
-                for b in range(a + 1, n):
-                    if u[b] != 0.0:
-                        acc += 2.0 * u[a] * u[b] * relu_i4_cached(sd, P, asin_P, rep, k, l, a,
-                                                                  b, P4, x, w)
-            out[k, l] = acc
-            out[l, k] = acc
+                for b in range(a, n):
+                    if u[a] * u[b] != 0.0:
+                        quads[count, 0], quads[count, 1] = k, l
+                        quads[count, 2], quads[count, 3] = a, b
+                        weights[count] = u[a] * u[b] * (1.0 if a == b else 2.0)
+                        count += 1
+    values = np.empty(count)
+    relu_i4_table(sd, P, asin_P, rep, quads[:count], values, np.empty((4, 4)), x, w)
+    for k in range(K):
+        for l in range(K):
+            out[k, l] = 0.0
+    for q in range(count):
+        k, l = quads[q, 0], quads[q, 1]
+        out[k, l] += weights[q] * values[q]
+    for k in range(K):
+        for l in range(k + 1, K):
+            out[l, k] = out[k, l]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -108,8 +108,7 @@ def _field_integrals(C, K, M, v, A, g, sigma, train_v, drift, i4sum, j2, i2u, sc
         u[K + m] = A[m]
     erf = g == G_ERF
     if g == G_RELU:
-        relu_i4_sums(C, K, u, i4sum, np.empty(n), np.empty((n, n)), np.empty((n, n)),
-                     np.empty(n, dtype=np.int64), np.empty((4, 4)), NODES, WEIGHTS)
+        relu_i4_sums(C, K, u, i4sum, NODES, WEIGHTS)
     for k in range(K):
         acc2 = 0.0
         if train_v:

@@ -225,6 +225,16 @@ def orthant_4(P, x, w):
     c0 = max(np.linalg.eigvalsh(P)[0], 1e-16)
     log_ratio = math.log1p(1.0 / c0)
     panels = max(1, math.ceil(log_ratio / SINGULAR_PANEL_SPAN))
+    nodes = x.shape[0]
+    shifted = np.empty(panels * nodes)      # y + c₀ at every node, shared by the six pairs
+    weight = np.empty(panels * nodes)       # the rule's weight times dy/dx / log_ratio
+    for panel in range(panels):
+        for q in range(nodes):
+            value = c0 * math.exp(log_ratio * (panel + x[q]) / panels)
+            shifted[panel * nodes + q] = value
+            weight[panel * nodes + q] = w[q] * value
+            if value - c0 > 1.0 or value - c0 < 0.0:   # rounding at the ends of [0, 1]
+                shifted[panel * nodes + q] = c0 + min(1.0, max(0.0, value - c0))
     for p in range(6):
         i, j, k, l = _PAIRS[p]
         rij = P[i, j]
@@ -235,21 +245,22 @@ def orthant_4(P, x, w):
         if _condition_on_first(rkl, rki, rkj, rli, rlj, rij):
             i, j, rki, rkj, rli, rlj = j, i, rkj, rki, rlj, rli
         acc = 0.0
-        for panel in range(panels):
-            for q in range(x.shape[0]):
-                xq = (panel + x[q]) / panels
-                shifted = c0 * math.exp(log_ratio * xq)       # y + c₀
-                y = min(1.0, max(0.0, shifted - c0))
-                s = 1.0 - y
-                qij = _scaled_one_minus_square(rij, y)
-                qkj = _scaled_one_minus_square(rkj, y)
-                qlj = _scaled_one_minus_square(rlj, y)
-                r_kl_j = _partial(s * rkl, s * rkj, s * rlj, qkj, qlj)
-                r_ki_j = _partial(s * rki, s * rkj, s * rij, qkj, qij)
-                r_li_j = _partial(s * rli, s * rlj, s * rij, qlj, qij)
-                r = _partial(r_kl_j, r_ki_j, r_li_j, one_minus_square(r_ki_j),
-                             one_minus_square(r_li_j))
-                acc += w[q] * shifted / math.sqrt(qij) * (0.25 + math.asin(r) / _TWO_PI)
+        for m in range(panels * nodes):
+            y = shifted[m] - c0
+            s = 1.0 - y
+            qij = _scaled_one_minus_square(rij, y)
+            qkj = _scaled_one_minus_square(rkj, y)
+            qlj = _scaled_one_minus_square(rlj, y)
+            # ρ_kl·ij by conditioning on j, then on i, in one fraction:
+            # n_xy = a_xy − a_xj a_yj, ρ = (n_kl q_ij − n_ki n_li)/√((q_kj q_ij − n_ki²)
+            # (q_lj q_ij − n_li²)), with a = sρ and q = 1 − a²
+            s2 = s * s
+            n_kl = s * rkl - s2 * rkj * rlj
+            n_ki = s * rki - s2 * rkj * rij
+            n_li = s * rli - s2 * rlj * rij
+            den = (qkj * qij - n_ki * n_ki) * (qlj * qij - n_li * n_li)
+            r = clip_unit((n_kl * qij - n_ki * n_li) / math.sqrt(den)) if den > 0.0 else 0.0
+            acc += weight[m] / math.sqrt(qij) * (0.25 + math.asin(r) / _TWO_PI)
         acc /= panels
         total += rij * log_ratio * acc / _TWO_PI
     return total

@@ -21,7 +21,7 @@ from numba import njit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from analysis.integrals import I4, relu_field_correlations, relu_i4_cached, relu_i4_sums  # noqa
+from analysis.integrals import I4, relu_field_correlations, relu_i4_sums, relu_i4_table  # noqa
 from analysis.orthant import NODES, WEIGHTS  # noqa: E402
 from naive import relu_i4_mp  # noqa: E402
 from test_relu_i4 import CASES  # noqa: E402
@@ -33,22 +33,19 @@ def _calls(C, f, reps):
     sd, P, asin_P = np.empty(n), np.empty((n, n)), np.empty((n, n))
     rep = np.empty(n, dtype=np.int64)
     relu_field_correlations(C, sd, P, asin_P, rep)
-    P4 = np.empty((4, 4))
-    acc = 0.0
-    for _ in range(reps):
-        acc += relu_i4_cached(sd, P, asin_P, rep, f[0], f[1], f[2], f[3], P4, NODES, WEIGHTS)
-    return acc
+    quads = np.empty((reps, 4), dtype=np.int64)
+    for q in range(reps):
+        quads[q, 0], quads[q, 1], quads[q, 2], quads[q, 3] = f[0], f[1], f[2], f[3]
+    out = np.empty(reps)
+    relu_i4_table(sd, P, asin_P, rep, quads, out, np.empty((4, 4)), NODES, WEIGHTS)
+    return out
 
 
 @njit
 def _tables(C, u, reps):
-    n = C.shape[0]
     out = np.empty((2, 2))
-    sd, P, asin_P = np.empty(n), np.empty((n, n)), np.empty((n, n))
-    rep = np.empty(n, dtype=np.int64)
-    P4 = np.empty((4, 4))
     for _ in range(reps):
-        relu_i4_sums(C, 2, u, out, sd, P, asin_P, rep, P4, NODES, WEIGHTS)
+        relu_i4_sums(C, 2, u, out, NODES, WEIGHTS)
     return out
 
 
