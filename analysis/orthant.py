@@ -184,9 +184,9 @@ def determinant_4(P):
 
 
 # Below this determinant of P, the near-singular rule of :func:`orthant_4` is used.
-SINGULAR_DETERMINANT = 1e-2
-# The near-singular rule applies the Gauss–Legendre rule on ⌈ln(1 + 1/λ_min)/5⌉ equal panels.
-SINGULAR_PANEL_SPAN = 5.0
+SINGULAR_DETERMINANT = 5e-2
+# The near-singular rule applies the Gauss–Legendre rule on ⌈ln(1 + 1/λ_min)/4⌉ equal panels.
+SINGULAR_PANEL_SPAN = 4.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -194,13 +194,13 @@ def orthant_4(P, x, w):
     """P(z₀, z₁, z₂, z₃ > 0) for the 4×4 correlation matrix P, by Plackett's reduction (module
     docstring) with the Gauss–Legendre rule (x, w) on [0, 1].
 
-    Well-conditioned P (det P ≥ 1e-2): the integrals in θ, θ = θ_max x(2 − x).
+    Well-conditioned P (det P ≥ 0.05): the integrals in θ, θ = θ_max x(2 − x).
 
     Nearly singular P (a student close to its teacher): along M(s) = I + s(P − I) the
     eigenvalues are y + (1 − y)λ_k, y = 1 − s, and those of every principal block are no smaller
     than λ_min(P); so every difficulty of the integrand is a root √(y + c) with c ≳ λ_min,
     anywhere in [λ_min, 1]. The map y + c₀ = c₀ ((1 + c₀)/c₀)^x, c₀ = λ_min, spreads these
-    scales evenly over x; the rule is applied on ⌈ln(1 + 1/c₀)/5⌉ equal panels of x, and the partial
+    scales evenly over x; the rule is applied on ⌈ln(1 + 1/c₀)/4⌉ equal panels of x, and the partial
     correlations are formed step by step (:func:`_partial_given_pair`) so that their small
     denominators keep their digits.
     """
