@@ -23,19 +23,20 @@ import numpy as np
 from numba import njit
 
 from analysis.activations import ACTIVATION_CODES, ACTIVATIONS, G_ERF, G_LINEAR, G_RELU
-from analysis.orthant import (NODES, WEIGHTS, gauss_legendre_unit, one_minus_square, orthant_2,
-                              orthant_4, partial_correlation_1, partial_correlation_2)
+from analysis.orthant import (NODES, WEIGHTS, clip_unit, gauss_legendre_unit, one_minus_square,
+                              orthant_2, orthant_4, partial_correlation_1, partial_correlation_2)
 
 _TWO_PI = 2.0 * math.pi
 _TWO_OVER_PI = 2.0 / math.pi
 _FOUR_OVER_PI2 = 4.0 / math.pi ** 2
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-MERGE_CORRELATION = 1.0 - 1e-12
+# Fields whose correlation is ±1 to within the rounding of ρ = C_fh/√(C_ff C_hh) (a few ulps)
+# are one field, or an empty orthant. MODEL.md §5.4 suggests merging from 1 − 1e-12 on, but a
+# merged field stands in for one whose correlations with the others differ by √(2(1 − ρ)),
+# 1.4e-6 there: the 1e-8 accuracy needs the limit itself.
+MERGE_CORRELATION = 1.0 - 4.5e-16
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _clip_unit(x):
-    return min(1.0, max(-1.0, x))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -53,7 +54,10 @@ def i2_entries(c00, c01, c11, g):
     norm = math.sqrt(c00 * c11)
     if not norm > 0.0:
         return 0.0 if norm == 0.0 else math.nan
-    theta = math.acos(_clip_unit(c01 / norm))
+    rho = c01 / norm
+    if not math.isfinite(rho):
+        return math.nan
+    theta = math.acos(clip_unit(rho))
     return norm / _TWO_PI * (math.sin(theta) + (math.pi - theta) * math.cos(theta))
 
 
@@ -85,8 +89,10 @@ def i3_entries(c00, c01, c02, c12, c22, g):
         return 0.0  # z₀ ≡ 0 gives Θ(z₀) = 0; z₂ ≡ 0 gives relu(z₂) = 0
     det02 = max(c00 * c22 - c02 * c02, 0.0)
     norm = math.sqrt(c00 * c22)
+    if not (math.isfinite(c02 / norm) and math.isfinite(c01) and math.isfinite(c12)):
+        return math.nan
     return (c01 * math.sqrt(det02) / (_TWO_PI * c00)
-            + c12 * (0.25 + math.asin(_clip_unit(c02 / norm)) / _TWO_PI))
+            + c12 * (0.25 + math.asin(clip_unit(c02 / norm)) / _TWO_PI))
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -147,9 +153,10 @@ def i4_entries(c00, c01, c02, c03, c11, c12, c13, c22, c23, c33, g):
 @njit(cache=True, nogil=True, error_model="numpy")
 def relu_field_correlations(C, sd, P, asin_P, rep):
     """The parts of every ReLU I4 on the fields of C that depend on one or two fields, computed
-    once per evaluation: sd_f = √C_ff, the correlations P (clipped to [−1, 1]), arcsin P, and
-    rep[f], the first field whose correlation with f exceeds 1 − 1e-12 (f itself if none;
-    −1 for a field of zero variance, −2 for a negative or NaN variance)."""
+    once per evaluation: sd_f = √C_ff, the correlations P (clipped to [−1, 1]; NaN where C_fh
+    is not finite), arcsin P, and rep[f], the first field whose correlation with f is 1 to
+    within rounding (≥ MERGE_CORRELATION; f itself if none; −1 for a field of zero variance, −2 for a negative, infinite or NaN
+    variance)."""
     n = C.shape[0]
     for f in range(n):
         sd[f] = math.sqrt(C[f, f]) if C[f, f] > 0.0 else 0.0
@@ -157,11 +164,16 @@ def relu_field_correlations(C, sd, P, asin_P, rep):
         P[f, f] = 1.0
         asin_P[f, f] = 0.5 * math.pi
         for h in range(f + 1, n):
-            rho = _clip_unit(C[f, h] / (sd[f] * sd[h])) if sd[f] * sd[h] > 0.0 else 0.0
+            if not math.isfinite(C[f, h]):
+                rho = math.nan
+            elif sd[f] * sd[h] > 0.0:
+                rho = clip_unit(C[f, h] / (sd[f] * sd[h]))
+            else:
+                rho = 0.0
             P[f, h] = P[h, f] = rho
             asin_P[f, h] = asin_P[h, f] = math.asin(rho)
     for f in range(n):
-        if not C[f, f] >= 0.0:
+        if not (C[f, f] >= 0.0 and math.isfinite(C[f, f])):
             rep[f] = -2
             continue
         if C[f, f] == 0.0:
@@ -169,7 +181,7 @@ def relu_field_correlations(C, sd, P, asin_P, rep):
             continue
         rep[f] = f
         for h in range(f):
-            if rep[h] == h and P[h, f] > MERGE_CORRELATION:
+            if rep[h] == h and P[h, f] >= MERGE_CORRELATION:
                 rep[f] = h
                 break
 
@@ -223,7 +235,8 @@ def relu_standard_moment(P, n, a, b, prob):
 def _add_field(P, rep, f, o0, o1, o2, o3, n):
     """Place field f's representative among the distinct fields (o0..o3, n of them). Returns
     the updated fields and count, and f's position; position −1: I4 = 0 (a field of zero
-    variance, or one anti-parallel to a field already there), −2: NaN."""
+    variance, or one anti-parallel to a field already there), −2: NaN (a NaN variance or
+    correlation)."""
     r = rep[f]
     if r < 0:
         return o0, o1, o2, o3, n, (-1 if r == -1 else -2)
@@ -235,9 +248,12 @@ def _add_field(P, rep, f, o0, o1, o2, o3, n):
         return o0, o1, o2, o3, n, 2
     if r == o3:
         return o0, o1, o2, o3, n, 3
-    if ((n > 0 and P[o0, r] < -MERGE_CORRELATION) or (n > 1 and P[o1, r] < -MERGE_CORRELATION)
-            or (n > 2 and P[o2, r] < -MERGE_CORRELATION)):
-        return o0, o1, o2, o3, n, -1
+    for p in range(n):
+        rho = P[o0 if p == 0 else o1 if p == 1 else o2, r]
+        if rho != rho:
+            return o0, o1, o2, o3, n, -2
+        if rho <= -MERGE_CORRELATION:
+            return o0, o1, o2, o3, n, -1
     if n == 0:
         return r, o1, o2, o3, 1, 0
     if n == 1:
@@ -253,11 +269,12 @@ def relu_i4_table(sd, P, asin_P, rep, quads, out, P4, x, w):
     of ``quads``, from the per-evaluation parts of :func:`relu_field_correlations`.
 
     The integrand is z_f2 z_f3 1_O with O = {z_m > 0 for the distinct fields m}. Fields that
-    coincide (same index, or correlation > 1 − 1e-12) are merged; a correlation < −1 + 1e-12
-    between two of them makes O empty (I4 = 0), and so does a field of zero variance
-    (Θ(0) = relu(0) = 0). Then I4 = √(C_f2f2 C_f3f3) · E[u_a u_b 1_O] on the standardized
-    fields (:func:`relu_standard_moment`), with P(O) in closed form up to three distinct fields
-    and by :func:`analysis.orthant.orthant_4` (rule (x, w), workspace ``P4`` (4, 4)) for four.
+    coincide (same index, or a correlation of 1 to within rounding) are merged; a correlation
+    of −1 to within rounding between two of them makes O empty (I4 = 0), and so does a field of zero variance
+    (Θ(0) = relu(0) = 0). A NaN or infinite entry gives NaN. Then I4 = √(C_f2f2 C_f3f3) ·
+    E[u_a u_b 1_O] on the standardized fields (:func:`relu_standard_moment`), with P(O) in
+    closed form up to three distinct fields and by :func:`analysis.orthant.orthant_4` (rule
+    (x, w), workspace ``P4`` (4, 4)) for four.
 
     One loop over the quadruples rather than one call each: a call that takes these arrays
     costs more in reference counting than the closed forms themselves.
@@ -290,7 +307,8 @@ def relu_i4_table(sd, P, asin_P, rep, quads, out, P4, x, w):
                 for r in range(4):
                     P4[p, r] = Pt[p][r]
             prob = orthant_4(P4, x, w)
-        out[q] = sd[f2] * sd[f3] * relu_standard_moment(Pt, n, a, b, prob)
+        value = sd[f2] * sd[f3] * relu_standard_moment(Pt, n, a, b, prob)
+        out[q] = 0.0 if value < 0.0 else value   # I4 ≥ 0: a rounding-level negative is 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -329,11 +347,10 @@ def relu_i4_sums(C, K, u, out, x, w):
         for l in range(k, K):
             for a in range(n):
                 for b in range(a, n):
-                    if u[a] * u[b] != 0.0:
-                        quads[count, 0], quads[count, 1] = k, l
-                        quads[count, 2], quads[count, 3] = a, b
-                        weights[count] = u[a] * u[b] * (1.0 if a == b else 2.0)
-                        count += 1
+                    quads[count, 0], quads[count, 1] = k, l
+                    quads[count, 2], quads[count, 3] = a, b
+                    weights[count] = u[a] * u[b] * (1.0 if a == b else 2.0)
+                    count += 1
     values = np.empty(count)
     relu_i4_table(sd, P, asin_P, rep, quads[:count], values, np.empty((4, 4)), x, w)
     for k in range(K):
@@ -361,7 +378,8 @@ def j2_entries(c00, c01, c11, g):
         return 1.0
     if c00 == 0.0 or c11 == 0.0:
         return 0.0  # a field ≡ 0 has Θ = 0
-    return 0.25 + math.asin(_clip_unit(c01 / math.sqrt(c00 * c11))) / _TWO_PI
+    rho = c01 / math.sqrt(c00 * c11)
+    return 0.25 + math.asin(clip_unit(rho)) / _TWO_PI if math.isfinite(rho) else math.nan
 
 
 # ---------------------------------------------------------------- index forms on a full C
@@ -450,14 +468,16 @@ def I4(cov, *, g: str = "erf", nodes: int | None = None) -> float:
     Gauss–Legendre with ``nodes`` nodes per pair (default
     :data:`analysis.orthant.DEFAULT_NODES`). ``nodes`` applies to relu only.
 
-    Accuracy (tests/test_relu_i4.py and bench/relu_i4.py, against 30-digit quadrature):
-    relative 1e-8 or better (absolute 1e-12 below 1e-4) on well-conditioned covariances
-    (~1e-15), on pairs of fields with 1 − |ρ| down to 1e-11 (either sign; 1e-10 at worst), with
-    students close to teachers, and with one small eigenvalue down to ~1e-8. Known limit: when
-    two eigenvalues of the correlation matrix are below ~1e-7 without a pair of nearly equal
-    fields (four fields nearly in a plane), the Stein terms cancel and their conditional
-    correlations are set by those eigenvalues: measured errors 1.6e-12 absolute at 1e-7 and
-    3e-9 (relative 3e-7) at 1e-10 (bench/relu_i4.py).
+    Accuracy (tests/test_relu_i4.py and bench/relu_i4.py, against 30- to 40-digit
+    quadrature): relative 1e-8 or better (absolute 1e-12 below 1e-4) on well-conditioned
+    covariances (~1e-15), on nearly equal fields down to 1 − ρ = 1e-14 (~1e-10; fields equal to
+    within the rounding of ρ are merged), on nearly anti-parallel fields down to 1 + ρ = 1e-10,
+    with students close to teachers, and with one small eigenvalue down to ~1e-8. Limits:
+    below 1 + ρ ≈ 1e-11 the rounding of ρ itself (1e-16) sets the absolute error, 1e-12 to
+    1e-11; and when two eigenvalues of the correlation matrix are below ~1e-7 without a pair of
+    nearly equal fields (four fields nearly in a plane), the Stein terms cancel and their
+    conditional correlations are set by those eigenvalues: measured errors 1.6e-12 absolute at
+    1e-7 and 3e-9 (relative 3e-7) at 1e-10 (bench/relu_i4.py).
     """
     c, code = _check(cov, 4, g)
     if nodes is None:

@@ -78,7 +78,7 @@ def main() -> None:
               "rank": "rank 3 + 1e-2, 1e-4 · diag"}
     for kind, err in worst.items():
         print(f"  {labels.get(kind, kind):55s} {err:.1e}")
-    print("known limit, four fields nearly in a plane (absolute error; the true I4 is tiny):")
+    print("known limit, four fields nearly in a plane (absolute error):")
     limit = np.random.default_rng(1)
     for rank, eps in ((2, 1e-7), (2, 1e-10), (3, 1e-11)):
         X = limit.normal(size=(4, rank))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from analysis.integrals import I2, I4, MERGE_CORRELATION
+from analysis.integrals import I2, I4, J2, MERGE_CORRELATION
 from analysis.orthant import orthant_probability
 from naive import relu_i4_mp
 
@@ -145,8 +145,9 @@ def test_zero_variance_fields_give_zero_and_the_limit_is_continuous():
 
 
 def test_merging_identical_fields_is_continuous():
-    """Past the merge threshold the value is that of the merged field, and just before it the
-    unmerged computation agrees with arbitrary precision."""
+    """Identical fields are merged; fields only nearly identical are not, down to the last
+    digits of ρ: a merged field would stand in for one whose correlations with the others differ
+    by √(2(1 − ρ)) (1.4e-6 at MODEL's suggested threshold 1 − 1e-12)."""
     rng = np.random.default_rng(21)
     C = random_cov(rng)
     same = C.copy()
@@ -154,9 +155,11 @@ def test_merging_identical_fields_is_continuous():
     same[2, 2] = C[0, 0]                       # z2 ≡ z0: three distinct fields
     pattern = I4(C[np.ix_([0, 1, 0, 3], [0, 1, 0, 3])], g="relu")
     assert I4(same, g="relu") == pytest.approx(pattern, rel=1e-14)
-    near = near_pair(rng, 0, 2, 1, 1e-11)
-    assert_accurate(I4(near, g="relu"), relu_i4_mp(near), "1e-11 from merging")
-    assert 1.0 - MERGE_CORRELATION == pytest.approx(1e-12)
+    for pair in ((0, 2), (0, 1), (2, 3)):
+        for delta in (1e-11, 1e-12, 1e-13, 1e-14):
+            near = near_pair(rng, *pair, 1, delta)
+            assert_accurate(I4(near, g="relu"), relu_i4_mp(near, dps=40), f"{pair} {delta:g}")
+    assert 1.0 - MERGE_CORRELATION < 1e-15
 
 
 def test_anti_parallel_fields_empty_the_orthant():
@@ -165,6 +168,25 @@ def test_anti_parallel_fields_empty_the_orthant():
     anti[1, :] = anti[:, 1] = -C[:, 0]
     anti[1, 1] = C[0, 0]
     assert I4(anti, g="relu") == 0.0
+    rng = np.random.default_rng(10)
+    for pair in ((0, 1), (1, 3), (0, 2)):   # nearly anti-parallel: small, not zero
+        near = near_pair(rng, *pair, -1, 1e-10)
+        ref = relu_i4_mp(near, dps=40)
+        assert_accurate(I4(near, g="relu"), ref, f"{pair} anti 1e-10")
+        assert I4(near, g="relu") >= 0.0
+
+
+def test_non_finite_entries_give_nan():
+    """A NaN or infinite covariance entry never becomes a number (erf gives NaN too)."""
+    C = np.eye(4) + 0.3 * (np.ones((4, 4)) - np.eye(4))
+    for bad in (np.nan, np.inf, -np.inf):
+        for i, j in ((0, 1), (2, 3), (0, 2), (1, 3), (2, 2)):
+            D = C.copy()
+            D[i, j] = D[j, i] = bad
+            assert math.isnan(I4(D, g="relu")), (bad, i, j)
+        D = C[:2, :2].copy()
+        D[0, 1] = D[1, 0] = bad
+        assert math.isnan(I2(D, g="relu")) and math.isnan(J2(D, g="relu")), bad
 
 
 def test_pattern_arguments_of_the_public_function():

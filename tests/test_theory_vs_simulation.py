@@ -102,10 +102,14 @@ def scm_relu_deviation(N, seed, t_max=20.0):
 
 
 def test_scm_relu_ode_tracks_iid_simulation_at_large_n():
-    """The ReLU Saad–Solla ODE (numerical I4) follows i.i.d.-input SGD, closer at larger N."""
+    """The ReLU Saad–Solla ODE (numerical I4) follows i.i.d.-input SGD, closer at larger N.
+
+    Measured d (seeds 0, 1, 2): 0.016, 0.017, 0.022 at N = 300; 0.0048, 0.0037, 0.0047 at
+    N = 3000. The bound 0.012 is twice the N^{-1/2} extrapolation from N = 300; leaving out
+    the η² 𝓘4 term (I4 = 0) moves d by about 0.06."""
     small = np.mean([scm_relu_deviation(300, s) for s in range(3)])
     large = np.mean([scm_relu_deviation(3000, s) for s in range(3)])
-    assert large < 0.03, (small, large)
+    assert large < 0.012, (small, large)
     assert large < small, (small, large)
 
 
