@@ -131,10 +131,9 @@ def _field_integrals(C, K, M, v, A, g, sigma, train_v, drift, i4sum, j2, i2u, sc
                 drift[k, b] = acc
     for k in range(K):
         for l in range(k, K):
-            acc = 0.0
-            if g == G_RELU:
-                acc = i4sum[k, l]
-            elif erf:
+            acc = i4sum[k, l]       # relu: relu_i4_sums filled it
+            if erf:
+                acc = 0.0
                 c00, c01, c11 = C[k, k], C[k, l], C[l, l]
                 lam4 = erf_i4_lambda4(c00, c01, c11)
                 inv4 = 1.0 / math.sqrt(lam4)
@@ -147,7 +146,8 @@ def _field_integrals(C, K, M, v, A, g, sigma, train_v, drift, i4sum, j2, i2u, sc
                                               C[l, b], C[a, b])
                         weight = u[a] * u[b] if a == b else 2.0 * u[a] * u[b]
                         acc += weight * erf_i4_value(inv4, lam0, side[a], side[b])
-            else:
+            elif g != G_RELU:
+                acc = 0.0
                 for a in range(n):
                     acc += u[a] * u[a] * i4_at(C, k, l, a, a, g)
                     for b in range(a + 1, n):

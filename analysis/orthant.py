@@ -58,17 +58,29 @@ def clip_unit(x):
     return min(1.0, max(-1.0, x)) if x == x else x
 
 
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def orthant_2_from_arcsine(a01):
+    """P(z₀ > 0, z₁ > 0) = 1/4 + a₀₁/2π, given a₀₁ = arcsin ρ₀₁."""
+    return 0.25 + a01 / _TWO_PI
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def orthant_3_from_arcsines(a01, a02, a12):
+    """P(z₀, z₁, z₂ > 0) = 1/8 + (a₀₁ + a₀₂ + a₁₂)/4π, given the arcsines of the correlations."""
+    return 0.125 + (a01 + a02 + a12) / _FOUR_PI
+
+
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def orthant_2(r01):
     """P(z₀ > 0, z₁ > 0) = 1/4 + arcsin ρ₀₁ / 2π."""
-    return 0.25 + math.asin(clip_unit(r01)) / _TWO_PI
+    return orthant_2_from_arcsine(math.asin(clip_unit(r01)))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def orthant_3(r01, r02, r12):
     """P(z₀, z₁, z₂ > 0) = 1/8 + (arcsin ρ₀₁ + arcsin ρ₀₂ + arcsin ρ₁₂) / 4π."""
-    return 0.125 + (math.asin(clip_unit(r01)) + math.asin(clip_unit(r02))
-                    + math.asin(clip_unit(r12))) / _FOUR_PI
+    return orthant_3_from_arcsines(math.asin(clip_unit(r01)), math.asin(clip_unit(r02)),
+                                   math.asin(clip_unit(r12)))
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
@@ -104,32 +116,25 @@ def _partial_given_pair(akl, aki, akj, ali, alj, aij, qki, qkj, qli, qlj, qij):
     ±1 is used: a field nearly equal to j given i (a near-degenerate pair (k, j)) makes
     1 − ρ_kj·i² a difference of nearly equal numbers, while conditioning on j first keeps it
     an ordinary correlation."""
-    if _condition_on_first(akl, aki, akj, ali, alj, aij, qki, qkj, qli, qlj, qij):
-        r_kl_i = _partial(akl, aki, ali, qki, qli)
-        r_kj_i = _partial(akj, aki, aij, qki, qij)
-        r_lj_i = _partial(alj, ali, aij, qli, qij)
-        return _partial(r_kl_i, r_kj_i, r_lj_i, one_minus_square(r_kj_i),
-                        one_minus_square(r_lj_i))
-    r_kl_j = _partial(akl, akj, alj, qkj, qlj)
-    r_ki_j = _partial(aki, akj, aij, qkj, qij)
-    r_li_j = _partial(ali, alj, aij, qlj, qij)
-    return _partial(r_kl_j, r_ki_j, r_li_j, one_minus_square(r_ki_j), one_minus_square(r_li_j))
+    i_first, r_kj_i, r_lj_i, r_ki_j, r_li_j = _conditioning_order(aki, akj, ali, alj, aij, qki,
+                                                                  qkj, qli, qlj, qij)
+    if i_first:
+        return _partial(_partial(akl, aki, ali, qki, qli), r_kj_i, r_lj_i,
+                        one_minus_square(r_kj_i), one_minus_square(r_lj_i))
+    return _partial(_partial(akl, akj, alj, qkj, qlj), r_ki_j, r_li_j,
+                    one_minus_square(r_ki_j), one_minus_square(r_li_j))
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _condition_on_first(akl, aki, akj, ali, alj, aij, qki=-1.0, qkj=-1.0, qli=-1.0, qlj=-1.0,
-                        qij=-1.0):
-    """Whether ρ_kl·ij is better formed by conditioning on i first (see
-    :func:`_partial_given_pair`); q = 1 − a² is computed when not given."""
-    if qki < 0.0:
-        qki, qkj, qli, qlj, qij = (one_minus_square(aki), one_minus_square(akj),
-                                   one_minus_square(ali), one_minus_square(alj),
-                                   one_minus_square(aij))
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _conditioning_order(aki, akj, ali, alj, aij, qki, qkj, qli, qlj, qij):
+    """For ρ_kl·ij: whether to condition on i first (see :func:`_partial_given_pair`), and the
+    intermediate correlations ρ_kj·i, ρ_lj·i, ρ_ki·j, ρ_li·j that decide it."""
     r_kj_i = _partial(akj, aki, aij, qki, qij)
     r_lj_i = _partial(alj, ali, aij, qli, qij)
     r_ki_j = _partial(aki, akj, aij, qkj, qij)
     r_li_j = _partial(ali, alj, aij, qlj, qij)
-    return max(abs(r_kj_i), abs(r_lj_i)) <= max(abs(r_ki_j), abs(r_li_j))
+    i_first = max(abs(r_kj_i), abs(r_lj_i)) <= max(abs(r_ki_j), abs(r_li_j))
+    return i_first, r_kj_i, r_lj_i, r_ki_j, r_li_j
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -242,7 +247,9 @@ def orthant_4(P, x, w):
             continue
         rkl, rki, rkj, rli, rlj = P[k, l], P[k, i], P[k, j], P[l, i], P[l, j]
         # the conditioning order that keeps the digits at the singular end serves the path
-        if _condition_on_first(rkl, rki, rkj, rli, rlj, rij):
+        if _conditioning_order(rki, rkj, rli, rlj, rij, one_minus_square(rki),
+                               one_minus_square(rkj), one_minus_square(rli),
+                               one_minus_square(rlj), one_minus_square(rij))[0]:
             i, j, rki, rkj, rli, rlj = j, i, rkj, rki, rlj, rli
         acc = 0.0
         for m in range(panels * nodes):

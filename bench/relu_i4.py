@@ -21,7 +21,8 @@ from numba import njit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from analysis.integrals import I4, relu_field_correlations, relu_i4_sums, relu_i4_table  # noqa
+from analysis.integrals import (I4, relu_field_correlations, relu_i4_sums,  # noqa: E402
+                                relu_i4_table, relu_workspace)
 from analysis.orthant import NODES, WEIGHTS  # noqa: E402
 from naive import relu_i4_mp  # noqa: E402
 from test_relu_i4 import CASES  # noqa: E402
@@ -29,15 +30,11 @@ from test_relu_i4 import CASES  # noqa: E402
 
 @njit
 def _calls(C, f, reps):
-    n = C.shape[0]
-    sd, P, asin_P = np.empty(n), np.empty((n, n)), np.empty((n, n))
-    rep = np.empty(n, dtype=np.int64)
+    sd, P, asin_P, rep, P4, quads, out = relu_workspace(C.shape[0], reps)
     relu_field_correlations(C, sd, P, asin_P, rep)
-    quads = np.empty((reps, 4), dtype=np.int64)
     for q in range(reps):
         quads[q, 0], quads[q, 1], quads[q, 2], quads[q, 3] = f[0], f[1], f[2], f[3]
-    out = np.empty(reps)
-    relu_i4_table(sd, P, asin_P, rep, quads, out, np.empty((4, 4)), NODES, WEIGHTS)
+    relu_i4_table(sd, P, asin_P, rep, quads, out, P4, NODES, WEIGHTS)
     return out
 
 

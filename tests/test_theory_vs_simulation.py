@@ -31,8 +31,11 @@ def gaussian_run(tmp_path, N, seeds=4, t_max=50.0, **extra):
     return fastsgd.simulate(cfg, out=tmp_path / f"N{N}_{name}.h5")
 
 
-def test_ode_tracks_simulation_and_finite_size_effect_is_visible(tmp_path):
-    d = {N: ode_deviation(gaussian_run(tmp_path, N)) for N in (250, 1000)}
+@pytest.mark.parametrize("g", ["erf", "relu"])
+def test_ode_tracks_simulation_and_finite_size_effect_is_visible(g, tmp_path):
+    """The bounds were set for erf (module docstring); g = relu, whose ODE uses the numerical
+    I4, must meet the same ones."""
+    d = {N: ode_deviation(gaussian_run(tmp_path, N, g=g)) for N in (250, 1000)}
     for quantity in ("eg_mc", "eg"):
         small, large = aggregate(d[250][quantity]), aggregate(d[1000][quantity])
         assert large.n_valid == 4 and small.n_valid == 4
@@ -111,15 +114,3 @@ def test_scm_relu_ode_tracks_iid_simulation_at_large_n():
     large = np.mean([scm_relu_deviation(3000, s) for s in range(3)])
     assert large < 0.012, (small, large)
     assert large < small, (small, large)
-
-
-def test_hmm_relu_ode_tracks_simulation_like_erf(tmp_path):
-    """The HMM ODE with g = relu against Gaussian-latent ReLU runs: deviation within the erf
-    bound of the test above at N = 1000, and larger at N = 250."""
-    d = {N: ode_deviation(gaussian_run(tmp_path, N, g="relu")) for N in (250, 1000)}
-    for quantity in ("eg_mc", "eg"):
-        small, large = aggregate(d[250][quantity]), aggregate(d[1000][quantity])
-        assert large.n_valid == 4 and small.n_valid == 4
-        assert large.mean < 0.06, f"{quantity}: d = {large} at N = 1000"
-        assert small.mean > large.mean, f"{quantity}: N = 250 {small}, N = 1000 {large}"
-    assert aggregate(d[1000]["Q"]).mean < 0.1 and aggregate(d[1000]["R"]).mean < 0.25
