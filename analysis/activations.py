@@ -13,7 +13,7 @@ import functools
 import math
 
 import numpy as np
-from numba import njit
+from analysis.jit import kernel
 
 FOLDS = ("sign", "erf", "linear", "relu", "tanh")
 ACTIVATIONS = ("erf", "relu", "linear")
@@ -27,7 +27,7 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def fold(u, code):
     """Folding function x = f(u): sign(u) | erf(u/√2) | u | max(u, 0) | tanh(u)."""
     if code == FOLD_SIGN:
@@ -49,7 +49,7 @@ def fold(u, code):
     return math.tanh(u)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def activation(z, code):
     """Activation g(z): erf(z/√2) | max(z, 0) | z."""
     if code == G_ERF:
@@ -63,7 +63,7 @@ def activation(z, code):
     return z
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def activation_derivative(z, code):
     """Derivative g'(z): √(2/π) exp(−z²/2) | Θ(z) (1 for z > 0, else 0) | 1."""
     if code == G_ERF:
@@ -77,7 +77,7 @@ def activation_derivative(z, code):
     return 1.0 + 0.0 * z
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def fold_array(u, code, out):
     """Apply :func:`fold` elementwise to ``u`` (any shape, C-contiguous), writing into ``out``."""
     uf = u.ravel()
@@ -87,7 +87,7 @@ def fold_array(u, code, out):
     return out
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def activation_array(z, code, out):
     """Apply :func:`activation` elementwise to ``z`` (C-contiguous), writing into ``out``."""
     zf = z.ravel()

@@ -1,5 +1,6 @@
 """Deviation between a simulation and its theory, aggregated over seeds, and the universality
-verdict (MODEL.md §6)."""
+verdict with its statistics: combined s.e.m., z, one-sided p and Holm's correction over cells
+(MODEL.md §6)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,16 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+__all__ = ["Aggregate", "Verdict", "aggregate", "eg_deviation", "holm", "op_deviation",
+           "universality_verdict"]
+
+#: Points whose reference order parameter has a Frobenius norm below this are skipped.
+REFERENCE_NORM_MIN = 1e-12
+#: A cell matches when d̄_cell − d̄_floor ≤ this many combined s.e.m.
+MATCH_SEMS = 2.0
+#: Family-wise error rate of Holm's correction.
+HOLM_LEVEL = 0.05
 
 
 def _window(t, sim_ok, t_ref, ref_ok, t_min, t_max):
@@ -80,7 +91,7 @@ def _op_deviation_one(t, X_sim, t_ref, X_ref, t_min, t_max) -> float:
     sim_at = X_sim[use]
     norm_ref = np.sqrt(np.sum(ref_at ** 2, axis=axes))
     diff = np.sqrt(np.sum((sim_at - ref_at) ** 2, axis=axes))
-    valid = norm_ref >= 1e-12
+    valid = norm_ref >= REFERENCE_NORM_MIN
     if valid.sum() < 2:
         return math.nan
     return float(np.mean(diff[valid] / norm_ref[valid]))
@@ -137,7 +148,12 @@ def aggregate(d) -> Aggregate:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The universality verdict of one cell against its Gaussian floor (MODEL.md §6)."""
+    """The universality verdict of one cell against its Gaussian floor (MODEL.md §6).
+
+    ``combined_sem`` = √(sem_cell² + sem_floor²), ``z`` = (d̄_cell − d̄_floor)/combined_sem and
+    ``p_one_sided`` = P(Z > z) for a standard normal Z (the input of :func:`holm`); the paired
+    difference d_s,cell − d_s,floor is over the seeds valid in both.
+    """
 
     verdict: str              # "matches" | "deviates" | "undetermined"
     cell: Aggregate
@@ -145,21 +161,40 @@ class Verdict:
     paired_mean: float
     paired_sem: float
     paired_z: float
+    combined_sem: float
+    z: float
+    p_one_sided: float
 
 
 def universality_verdict(d_cell, d_floor) -> Verdict:
     """"matches" if d̄_cell − d̄_floor ≤ 2√(sem_cell² + sem_floor²) (one-sided), "deviates"
     otherwise, "undetermined" with fewer than 2 valid seeds on either side; plus the paired
-    difference d_s,cell − d_s,floor over seeds valid in both."""
+    difference d_s,cell − d_s,floor over seeds valid in both, z and the one-sided p."""
     cell, floor = aggregate(d_cell), aggregate(d_floor)
+    combined = math.hypot(cell.sem, floor.sem)
     if cell.n_valid < 2 or floor.n_valid < 2:
         verdict = "undetermined"
-    elif cell.mean - floor.mean <= 2.0 * math.hypot(cell.sem, floor.sem):
+    elif cell.mean - floor.mean <= MATCH_SEMS * combined:
         verdict = "matches"
     else:
         verdict = "deviates"
     a = np.asarray(d_cell, dtype=np.float64).reshape(-1)
     b = np.asarray(d_floor, dtype=np.float64).reshape(-1)
     paired = aggregate(a - b) if a.shape == b.shape else aggregate([])
-    z = paired.mean / paired.sem if paired.n_valid >= 2 and paired.sem > 0 else math.nan
-    return Verdict(verdict, cell, floor, paired.mean, paired.sem, z)
+    paired_z = paired.mean / paired.sem if paired.n_valid >= 2 and paired.sem > 0 else math.nan
+    z = (cell.mean - floor.mean) / combined if combined > 0 else math.nan
+    p = 0.5 * math.erfc(z / math.sqrt(2)) if math.isfinite(z) else math.nan
+    return Verdict(verdict, cell, floor, paired.mean, paired.sem, paired_z, combined, z, p)
+
+
+def holm(p_values, level: float = HOLM_LEVEL) -> list[bool]:
+    """Holm's step-down procedure: which of the hypotheses (one p-value each) are rejected at
+    family-wise level ``level``. A NaN p-value is never rejected (it sorts last)."""
+    p_values = [float(p) for p in p_values]
+    order = sorted(range(len(p_values)), key=lambda i: (math.isnan(p_values[i]), p_values[i]))
+    rejected = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        if not p_values[i] <= level / (len(p_values) - rank):
+            break
+        rejected[i] = True
+    return rejected

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from analysis.jit import theory_kernel
 
 from analysis.activations import ACTIVATION_CODES, ACTIVATIONS, G_ERF, G_LINEAR, G_RELU
 from analysis.orthant import (NODES, WEIGHTS, clip_unit, gauss_legendre_unit, one_minus_square,
@@ -40,7 +40,7 @@ MERGE_CORRELATION = 1.0 - 4.5e-16
 
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def i2_entries(c00, c01, c11, g):
     """I2 = E[g(z₀) g(z₁)].
 
@@ -62,19 +62,19 @@ def i2_entries(c00, c01, c11, g):
     return norm / _TWO_PI * (math.sin(theta) + (math.pi - theta) * math.cos(theta))
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def erf_i3_lambda3(c00, c02, c22):
     """Λ₃ = (1+C₀₀)(1+C₂₂) − C₀₂² of the erf I3."""
     return (1.0 + c00) * (1.0 + c22) - c02 * c02
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def erf_i3_value(c00, c01, c02, c12, inv_sqrt_lambda3):
     """erf I3 = (2/π) [C₁₂(1+C₀₀) − C₀₁C₀₂] / [(1+C₀₀) √Λ₃], given 1/√Λ₃."""
     return _TWO_OVER_PI * (c12 * (1.0 + c00) - c01 * c02) / (1.0 + c00) * inv_sqrt_lambda3
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def i3_entries(c00, c01, c02, c12, c22, g):
     """I3 = E[g'(z₀) z₁ g(z₂)] (C₁₁ does not enter).
 
@@ -95,34 +95,34 @@ def i3_entries(c00, c01, c02, c12, c22, g):
     return c01 * math.sqrt(det02) / (_TWO_PI * c00) + c12 * orthant_2(c02 / norm)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def erf_i4_lambda4(c00, c01, c11):
     """Λ₄ = (1+C₀₀)(1+C₁₁) − C₀₁² of the erf I4."""
     return (1.0 + c00) * (1.0 + c11) - c01 * c01
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def erf_i4_lambda_side(lambda4, c00, c01, c11, c0x, c1x, cxx):
     """Λ₁ (x = 2) or Λ₂ (x = 3): Λ₄(1+C_xx) − C_1x²(1+C₀₀) − C_0x²(1+C₁₁) + 2C₀₁C_0xC_1x."""
     return (lambda4 * (1.0 + cxx) - c1x * c1x * (1.0 + c00) - c0x * c0x * (1.0 + c11)
             + 2.0 * c01 * c0x * c1x)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def erf_i4_lambda0(lambda4, c00, c01, c11, c02, c03, c12, c13, c23):
     """Λ₀ = Λ₄C₂₃ − C₁₂C₁₃(1+C₀₀) − C₀₂C₀₃(1+C₁₁) + C₀₁C₀₂C₁₃ + C₀₁C₀₃C₁₂."""
     return (lambda4 * c23 - c12 * c13 * (1.0 + c00) - c02 * c03 * (1.0 + c11)
             + c01 * c02 * c13 + c01 * c03 * c12)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def erf_i4_value(inv_sqrt_lambda4, lambda0, inv_sqrt_lambda1, inv_sqrt_lambda2):
     """erf I4 = (4/π²) Λ₄^{−1/2} arcsin(Λ₀/√(Λ₁Λ₂)), given the inverse square roots."""
     return (_FOUR_OVER_PI2 * inv_sqrt_lambda4
             * math.asin(lambda0 * inv_sqrt_lambda1 * inv_sqrt_lambda2))
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def i4_entries(c00, c01, c02, c03, c11, c12, c13, c22, c23, c33, g):
     """I4 = E[g'(z₀) g'(z₁) g(z₂) g(z₃)].
 
@@ -150,7 +150,7 @@ def i4_entries(c00, c01, c02, c03, c11, c12, c13, c22, c23, c33, g):
 
 
 # ---------------------------------------------------------------- ReLU I4
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def relu_field_correlations(C, sd, P, asin_P, rep):
     """The parts of every ReLU I4 on the fields of C that depend on one or two fields, computed
     once per evaluation: sd_f = √C_ff, the correlations P (clipped to [−1, 1]; NaN where C_fh
@@ -186,7 +186,7 @@ def relu_field_correlations(C, sd, P, asin_P, rep):
                 break
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def _orthant_given_pair(P, n, i, j):
     """P(z_m > 0 for the fields m ∉ {i, j} | z_i = z_j = 0), P the correlations of n fields."""
     if n == 2:
@@ -203,7 +203,7 @@ def _orthant_given_pair(P, n, i, j):
     return math.nan
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def _conditional_first_moment(P, n, i, b):
     """E[z_b 1{z_m > 0 for all m ≠ i} | z_i = 0] (i ≠ b), by Stein's lemma in the conditional
     law (covariance P' = P − P_·i P_i·):
@@ -218,7 +218,7 @@ def _conditional_first_moment(P, n, i, b):
     return math.sqrt(one_minus_square(P[b][i])) * _INV_SQRT_2PI * acc
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def relu_standard_moment(P, n, a, b, prob):
     """E[z_a z_b 1_O] for n ≤ 4 distinct standardized fields with correlations P (a nested
     4-tuple, rows and columns beyond n unused), O = {z_m > 0 for all m}, P(O) = ``prob``,
@@ -231,7 +231,7 @@ def relu_standard_moment(P, n, a, b, prob):
     return total
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def _add_field(P, rep, f, o0, o1, o2, o3, n):
     """Place field f's representative among the distinct fields (o0..o3, n of them). Returns
     the updated fields and count, and f's position; position −1: I4 = 0 (a field of zero
@@ -263,7 +263,7 @@ def _add_field(P, rep, f, o0, o1, o2, o3, n):
     return o0, o1, o2, r, 4, 3
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def relu_i4_table(sd, P, asin_P, rep, quads, out, P4, x, w):
     """out[q] = ReLU I4 = E[Θ(z_f0) Θ(z_f1) relu(z_f2) relu(z_f3)] for each row (f0, f1, f2, f3)
     of ``quads``, from the per-evaluation parts of :func:`relu_field_correlations`.
@@ -311,7 +311,7 @@ def relu_i4_table(sd, P, asin_P, rep, quads, out, P4, x, w):
         out[q] = 0.0 if value < 0.0 else value   # I4 ≥ 0: a rounding-level negative is 0
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def relu_workspace(n, rows):
     """Workspaces for :func:`relu_field_correlations` and :func:`relu_i4_table` on n fields and
     ``rows`` index quadruples: (sd, P, arcsin P, rep, P4, quads, values)."""
@@ -319,7 +319,7 @@ def relu_workspace(n, rows):
             np.empty((4, 4)), np.empty((rows, 4), dtype=np.int64), np.empty(rows))
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def relu_i4_fields(C, f0, f1, f2, f3, x, w):
     """ReLU I4 on fields f0..f3 of the covariance C (:func:`relu_i4_table`), with its own
     workspaces; Gauss–Legendre rule (x, w) for the four-field orthant."""
@@ -330,7 +330,7 @@ def relu_i4_fields(C, f0, f1, f2, f3, x, w):
     return values[0]
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def relu_i4_sums_workspace(K, n):
     """:func:`relu_workspace` for :func:`relu_i4_sums` on K students among n fields, its
     quadruples (k, l, a, b), k ≤ l < K, a ≤ b < n, filled in once."""
@@ -347,7 +347,7 @@ def relu_i4_sums_workspace(K, n):
     return work
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def relu_i4_sums(C, K, u, out, x, w):
     """out[k, l] = 𝓘4(k, l) = Σ_{a,b} u_a u_b I4(k, l, a, b) for g = relu, for the K students
     k ≤ l of C and all fields a, b, in one pass: the one- and two-field parts are computed once
@@ -369,7 +369,7 @@ def relu_i4_sums(C, K, u, out, x, w):
             out[l, k] = out[k, l]
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def j2_entries(c00, c01, c11, g):
     """J2 = E[g'(z₀) g'(z₁)].
 
@@ -388,32 +388,32 @@ def j2_entries(c00, c01, c11, g):
 
 
 # ---------------------------------------------------------------- index forms on a full C
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@theory_kernel(inline=True)
 def i2_at(C, a, b, g):
     """I2(a, b) on the full covariance C."""
     return i2_entries(C[a, a], C[a, b], C[b, b], g)
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@theory_kernel(inline=True)
 def i3_at(C, a, b, c, g):
     """I3(a, b, c) on the full covariance C."""
     return i3_entries(C[a, a], C[a, b], C[a, c], C[b, c], C[c, c], g)
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@theory_kernel(inline=True)
 def i4_at(C, a, b, c, d, g):
     """I4(a, b, c, d) on the full covariance C."""
     return i4_entries(C[a, a], C[a, b], C[a, c], C[a, d], C[b, b], C[b, c], C[b, d],
                       C[c, c], C[c, d], C[d, d], g)
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@theory_kernel(inline=True)
 def j2_at(C, a, b, g):
     """J2(a, b) on the full covariance C."""
     return j2_entries(C[a, a], C[a, b], C[b, b], g)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def i2_matrix_kernel(C, g, out):
     n = C.shape[0]
     for a in range(n):
@@ -422,7 +422,7 @@ def i2_matrix_kernel(C, g, out):
     return out
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def generalisation_error_kernel(Q, R, T, v, A, g):
     """ε_g = ½ Σ_{a,b} u_a u_b I2(a, b) on C = [[Q, R], [Rᵀ, T]] with u = (v, −A) (§4.3)."""
     K = Q.shape[0]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from analysis.jit import theory_kernel
 
 _TWO_PI = 2.0 * math.pi
 _FOUR_PI = 4.0 * math.pi
@@ -52,38 +52,38 @@ def gauss_legendre_unit(n: int) -> tuple[np.ndarray, np.ndarray]:
 NODES, WEIGHTS = gauss_legendre_unit(DEFAULT_NODES)
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@theory_kernel(inline=True)
 def clip_unit(x):
     """x clipped to [−1, 1] (NaN stays NaN)."""
     return min(1.0, max(-1.0, x)) if x == x else x
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@theory_kernel(inline=True)
 def orthant_2_from_arcsine(a01):
     """P(z₀ > 0, z₁ > 0) = 1/4 + a₀₁/2π, given a₀₁ = arcsin ρ₀₁."""
     return 0.25 + a01 / _TWO_PI
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@theory_kernel(inline=True)
 def orthant_3_from_arcsines(a01, a02, a12):
     """P(z₀, z₁, z₂ > 0) = 1/8 + (a₀₁ + a₀₂ + a₁₂)/4π, given the arcsines of the correlations."""
     return 0.125 + (a01 + a02 + a12) / _FOUR_PI
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def orthant_2(r01):
     """P(z₀ > 0, z₁ > 0) = 1/4 + arcsin ρ₀₁ / 2π."""
     return orthant_2_from_arcsine(math.asin(clip_unit(r01)))
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def orthant_3(r01, r02, r12):
     """P(z₀, z₁, z₂ > 0) = 1/8 + (arcsin ρ₀₁ + arcsin ρ₀₂ + arcsin ρ₁₂) / 4π."""
     return orthant_3_from_arcsines(math.asin(clip_unit(r01)), math.asin(clip_unit(r02)),
                                    math.asin(clip_unit(r12)))
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@theory_kernel(inline=True)
 def one_minus_square(a):
     """1 − a² as (1 − |a|)(1 + |a|): exact to rounding even for |a| near 1, where 1 − a·a
     would lose the digits that carry the answer."""
@@ -91,7 +91,7 @@ def one_minus_square(a):
     return gap * (2.0 - gap)
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@theory_kernel(inline=True)
 def _partial(akl, aki, ali, qki, qli):
     """(a_kl − a_ki a_li)/√(q_ki q_li), q = 1 − a²: the correlation of k and l given i."""
     den = qki * qli
@@ -100,7 +100,7 @@ def _partial(akl, aki, ali, qki, qli):
     return clip_unit((akl - aki * ali) / math.sqrt(den))
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def partial_correlation_1(P, k, l, i):
     """Correlation of z_k and z_l given z_i, for the correlations P (indexed P[k][l]: a nested
     tuple, or an array): (ρ_kl − ρ_ki ρ_li) / √((1 − ρ_ki²)(1 − ρ_li²))."""
@@ -108,7 +108,7 @@ def partial_correlation_1(P, k, l, i):
                     one_minus_square(P[l][i]))
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def _partial_given_pair(akl, aki, akj, ali, alj, aij, qki, qkj, qli, qlj, qij):
     """Correlation of k and l given (i, j), from correlations a and q = 1 − a², by conditioning
     on one of i, j and then on the other: ρ_kl·ij = (ρ_kl·i − ρ_kj·i ρ_lj·i)/√((1 − ρ_kj·i²)
@@ -125,7 +125,7 @@ def _partial_given_pair(akl, aki, akj, ali, alj, aij, qki, qkj, qli, qlj, qij):
                     one_minus_square(r_ki_j), one_minus_square(r_li_j))
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def _conditioning_order(aki, akj, ali, alj, aij, qki, qkj, qli, qlj, qij):
     """For ρ_kl·ij: whether to condition on i first (see :func:`_partial_given_pair`), and the
     intermediate correlations ρ_kj·i, ρ_lj·i, ρ_ki·j, ρ_li·j that decide it."""
@@ -137,7 +137,7 @@ def _conditioning_order(aki, akj, ali, alj, aij, qki, qkj, qli, qlj, qij):
     return i_first, r_kj_i, r_lj_i, r_ki_j, r_li_j
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@theory_kernel(inline=True)
 def partial_correlation_2(P, k, l, i, j):
     """Correlation of z_k and z_l given (z_i, z_j), for the correlations P (indexed P[k][l])."""
     return _partial_given_pair(P[k][l], P[k][i], P[k][j], P[l][i], P[l][j], P[i][j],
@@ -146,7 +146,7 @@ def partial_correlation_2(P, k, l, i, j):
                                one_minus_square(P[i][j]))
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@theory_kernel(inline=True)
 def _partial_correlation_path(rij, rkl, rki, rkj, rli, rlj, s):
     """ρ_kl·ij in I + s(P − I), multiplied through by 1 − s²ρ_ij²:
     cov = s ρ_kl (1 − s²ρ_ij²) − s² (ρ_ki ρ_li + ρ_kj ρ_lj − s ρ_ij (ρ_ki ρ_lj + ρ_kj ρ_li)),
@@ -163,14 +163,14 @@ def _partial_correlation_path(rij, rkl, rki, rkj, rli, rlj, s):
     return clip_unit(cov / math.sqrt(den))
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@theory_kernel(inline=True)
 def _scaled_one_minus_square(rho, y):
     """1 − (sρ)² for s = 1 − y, with 1 − s|ρ| = (1 − |ρ|) + y|ρ| exact to rounding."""
     gap = (1.0 - abs(rho)) + y * abs(rho)
     return gap * (2.0 - gap)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def determinant_4(P):
     """det P of a 4×4 matrix (cofactor expansion along the first two rows)."""
     s0 = P[0, 0] * P[1, 1] - P[1, 0] * P[0, 1]
@@ -194,7 +194,7 @@ SINGULAR_DETERMINANT = 5e-2
 SINGULAR_PANEL_SPAN = 4.0
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def orthant_4(P, x, w):
     """P(z₀, z₁, z₂, z₃ > 0) for the 4×4 correlation matrix P, by Plackett's reduction (module
     docstring) with the Gauss–Legendre rule (x, w) on [0, 1].
@@ -273,7 +273,7 @@ def orthant_4(P, x, w):
     return total
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def orthant_probability_kernel(P, n, x, w):
     """P(z_0..z_{n−1} > 0) for the leading n×n block of the correlation matrix P (n ≤ 4)."""
     if n == 0:

@@ -15,18 +15,12 @@ import numpy as np
 
 import fastsgd
 from analysis.ode import integrate_hmm
-from fastsgd.observables import spectral_initial_state
-from fastsgd.simulation import build_problem
-from fastsgd.streams import SeedStreams
 
 RK4_STEPS = (5.0, 4.0, 3.0, 2.5, 2.0, 1.5, 1.25, 1.0, 0.8, 0.5, 0.25, 0.1)
 
 
 def main() -> None:
-    cfg = fastsgd.SimConfig(N=500, D=250, steps=10, records=2, test_size=10)
-    problem = build_problem(cfg, SeedStreams.for_seed(0, 0, 0))
-    state = spectral_initial_state(problem.features, problem.w, problem.teacher, problem.v,
-                                   problem.A)
+    state = fastsgd.initial_state(fastsgd.SimConfig(N=500, D=250))
     t_eval = np.unique(np.concatenate([[0.0], np.rint(np.geomspace(1, 1000, 150))]))
     kw = dict(lr=0.2, delta=0.5, f="sign", g="erf", train_second_layer=True, t_eval=t_eval)
 

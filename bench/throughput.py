@@ -20,9 +20,9 @@ from threadpoolctl import threadpool_limits
 
 import fastsgd
 from fastsgd import io
+from fastsgd.problem import build_problem
+from fastsgd.runner import GEN_BLOCK, SeedRunner
 from fastsgd.sampling import fill_standard_normal
-from fastsgd.simulation import GEN_BLOCK, SeedRunner, build_problem
-from fastsgd.streams import SeedStreams
 
 SIZES = {"N500_D250_K2_M2": (500, 250, 2, 2), "N1000_D500_K2_M2": (1000, 500, 2, 2),
          "N1000_D500_K8_M4": (1000, 500, 8, 4)}
@@ -38,7 +38,7 @@ def config(size: str, latent: str, **extra) -> fastsgd.SimConfig:
 def _prepared_runner(cfg, i, writer):
     runner = SeedRunner(cfg, i, writer, io.record_steps(cfg.steps, cfg.records),
                         threading.Event())
-    streams = SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, cfg.first_seed_index + i)
+    streams = runner.streams()
     return runner, build_problem(cfg, streams), streams
 
 
@@ -53,7 +53,7 @@ def fastsgd_steps_per_second(cfg: fastsgd.SimConfig, seeds: int = 1) -> float:
                               io.record_steps(cfg.steps, cfg.records), GEN_BLOCK, "bench",
                               False)
         prepared = [_prepared_runner(cfg, i, writer) for i in range(seeds)]
-        threads = [threading.Thread(target=runner._train, args=(problem, streams))
+        threads = [threading.Thread(target=runner.train, args=(problem, streams))
                    for runner, problem, streams in prepared]
         start = time.perf_counter()
         for th in threads:
@@ -160,12 +160,7 @@ def measure_limit(N: int, D: int, M: int, concurrent: int = 1, seconds: float = 
 def hmm_ode_seconds(method: str = "euler", dt: float = 0.01, g: str = "erf") -> float:
     """HMM ODE, D = 250 (N = 500), K = M = 2, sign/g, both layers, t = 1000."""
     from analysis.ode import integrate_hmm
-    cfg = fastsgd.SimConfig(N=500, D=250, test_size=10, steps=10, records=2)
-    streams = SeedStreams.for_seed(0, 0, 0)
-    problem = build_problem(cfg, streams)
-    from fastsgd.observables import spectral_initial_state
-    state = spectral_initial_state(problem.features, problem.w, problem.teacher, problem.v,
-                                   problem.A)
+    state = fastsgd.initial_state(fastsgd.SimConfig(N=500, D=250))
     kw = dict(lr=0.2, delta=0.5, train_second_layer=True, t_max=1000.0, method=method, dt=dt,
               g=g)
     integrate_hmm(state, **{**kw, "t_max": 1.0})  # load the compiled kernel

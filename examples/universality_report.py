@@ -34,7 +34,7 @@ def num(x) -> float:
 
 
 def main_grid(rows: list[dict], figures: Path) -> None:
-    from analysis.plots import plot_heatmaps
+    from fastsgd.plots import plot_heatmaps
     for block in sorted({r["block_size"] for r in rows}):
         subset = [r for r in rows if r["block_size"] == block]
         name = "D" if block == "D" else block
@@ -112,7 +112,7 @@ def finite_size(rows: list[dict], figures: Path) -> None:
 
 def relu_row(relu_rows: list[dict], erf_rows: list[dict], figures: Path) -> None:
     """The g = relu row (m = 8, B = D) beside the same row of the erf study."""
-    from analysis.plots import plot_heatmaps
+    from fastsgd.plots import plot_heatmaps
     plot_heatmaps(relu_rows, figures / "universality_relu_BD.png")
     floor = relu_rows[0]
     print(f"g = relu, Gaussian floor: d̄ = {num(floor['floor_ode_mean']):.4f} ± "

@@ -13,10 +13,14 @@ import sys
 import click
 
 from analysis.activations import ACTIVATIONS, FOLDS
-from fastsgd.config import (INPUT_MODELS, MAX_BLAS_THREADS, MAX_DIM, MAX_RECORDS, MAX_SEED,
+from analysis.ode import METHODS
+from fastsgd.config import (DEFAULTS, MAX_BLAS_THREADS, MAX_DIM, MAX_RECORDS, MAX_SEED,
                             MAX_SEEDS, MAX_STEPS, MAX_TEST_SIZE, MAX_UNITS, PRECISIONS,
-                            STANDARDIZATIONS, WEIGHT_SCHEMES, ConfigError, SimConfig,
-                            parse_count)
+                            ConfigError, SimConfig, parse_count)
+from fastsgd.io import OutputExistsError
+from fastsgd.sampling import STANDARDIZATIONS, WEIGHT_SCHEMES
+from fastsgd.sgd import INPUT_MODELS
+from fastsgd.theory import DEFAULT_DT, DEFAULT_METHOD, DEFAULT_T_MIN
 
 EXIT_OK, EXIT_WRITE, EXIT_USAGE, EXIT_DIVERGED, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
 
@@ -34,8 +38,8 @@ class Count(click.ParamType):
             return value
         try:
             return parse_count(value, param.name if param else "value", self.low, self.high)
-        except ConfigError as exc:  # "<name> must be …, got …": keep what follows the name
-            self.fail("must be " + str(exc).split(" must be ", 1)[-1], param, ctx)
+        except ConfigError as exc:
+            self.fail(f"must be {exc.allowed}, got {value!r}", param, ctx)
 
 
 class Real(click.ParamType):
@@ -65,56 +69,61 @@ def cli() -> None:
     """Online SGD of two-layer networks in the hidden manifold model (fastsgd)."""
 
 
+def config_option(*decls: str, field: str, **kwargs):
+    """A click option for a SimConfig field, with the field's default (one source)."""
+    default = DEFAULTS[field]
+    return click.option(*decls, field, default=default, show_default=default is not None,
+                        **kwargs)
+
+
 @cli.command()
-@click.option("--N", "-N", "N", type=Count(1, MAX_DIM), default=1000, show_default=True,
-              help="Input dimension N.")
-@click.option("--D", "-D", "D", type=Count(1, MAX_DIM), default=500, show_default=True,
-              help="Latent dimension D.")
-@click.option("-K", "K", type=Count(1, MAX_UNITS), default=2, show_default=True,
-              help="Student hidden units K.")
-@click.option("-M", "M", type=Count(1, MAX_UNITS), default=2, show_default=True,
-              help="Teacher hidden units M.")
-@click.option("--m", "m", type=Count(1, MAX_UNITS), default=1, show_default=True,
-              help="Mixture components of the latent (not M, the teacher's units).")
-@click.option("--alpha", "alpha", type=Real(), default=0.0, show_default=True,
-              help="Spread of the mixture means, entries ~ U[-alpha, alpha) "
-                   "(not the time/sample ratio of other papers).")
-@click.option("--block-size", "block_size", type=Count(1, MAX_DIM), default=None,
-              help="Coordinates sharing one mixture label; must divide D.  [default: D]")
-@click.option("--weights", type=_choice(WEIGHT_SCHEMES), default="uniform", show_default=True,
-              help="Mixture weights.")
-@click.option("--standardize", type=_choice(STANDARDIZATIONS), default="none",
-              show_default=True, help="Standardization of each latent.")
-@click.option("--f", "f", type=_choice(FOLDS), default="sign", show_default=True,
-              help="Folding function of the inputs x = f(Fc/sqrt(D)).")
-@click.option("--g", "g", type=_choice(ACTIVATIONS), default="erf", show_default=True,
-              help="Activation of student and teacher.")
-@click.option("--lr", type=Real(), default=0.2, show_default=True, help="Learning rate eta.")
+@config_option("--N", "-N", field="N", type=Count(1, MAX_DIM), help="Input dimension N.")
+@config_option("--D", "-D", field="D", type=Count(1, MAX_DIM), help="Latent dimension D.")
+@config_option("-K", field="K", type=Count(1, MAX_UNITS), help="Student hidden units K.")
+@config_option("-M", field="M", type=Count(1, MAX_UNITS), help="Teacher hidden units M.")
+@config_option("--m", field="m", type=Count(1, MAX_UNITS),
+               help="Mixture components of the latent (not M, the teacher's units).")
+@config_option("--alpha", field="alpha", type=Real(),
+               help="Spread of the mixture means, entries ~ U[-alpha, alpha) "
+                    "(not the time/sample ratio of other papers).")
+@config_option("--block-size", field="block_size", type=Count(1, MAX_DIM),
+               help="Coordinates sharing one mixture label; must divide D.  [default: D]")
+@config_option("--weights", field="weights", type=_choice(WEIGHT_SCHEMES),
+               help="Mixture weights.")
+@config_option("--standardize", field="standardize", type=_choice(STANDARDIZATIONS),
+               help="Standardization of each latent.")
+@config_option("--f", field="f", type=_choice(FOLDS),
+               help="Folding function of the inputs x = f(Fc/sqrt(D)).")
+@config_option("--g", field="g", type=_choice(ACTIVATIONS),
+               help="Activation of student and teacher.")
+@config_option("--lr", field="lr", type=Real(), help="Learning rate eta.")
 @click.option("--first-layer-only", is_flag=True, help="Keep v = 1 fixed; train only w.")
-@click.option("--steps", type=Count(1, MAX_STEPS), default=1_000_000, show_default=True,
-              help="SGD steps (one fresh sample each); t = steps/N.")
-@click.option("--seeds", type=Count(1, MAX_SEEDS), default=1, show_default=True,
-              help="Number of seed indices in the file.")
-@click.option("--seed", type=Count(0, MAX_SEED), default=0, show_default=True,
-              help="Entropy of every random stream.")
+@config_option("--steps", field="steps", type=Count(1, MAX_STEPS),
+               help="SGD steps (one fresh sample each); t = steps/N.")
+@config_option("--seeds", field="seeds", type=Count(1, MAX_SEEDS),
+               help="Number of seed indices in the file.")
+@config_option("--seed", field="seed", type=Count(0, MAX_SEED),
+               help="Entropy of every random stream.")
 @click.option("--threads", type=Count(1, MAX_SEEDS), default=None,
               help="Seeds run concurrently, one BLAS thread each.  [default: min(seeds, cores)]")
-@click.option("--records", type=Count(2, MAX_RECORDS), default=200, show_default=True,
-              help="Log-spaced record steps (before de-duplication).")
-@click.option("--test-size", "test_size", type=Count(1, MAX_TEST_SIZE), default=10_000,
-              show_default=True, help="Test-set size for eg_mc and the empirical covariances.")
-@click.option("--precision", type=_choice(PRECISIONS), default="f64", show_default=True,
-              help="f64, or mixed: input GEMM in float32, SGD in float64.")
-@click.option("--sigma", type=Real(), default=0.0, show_default=True,
-              help="Output noise on the training labels.")
-@click.option("--sample-seed", "sample_seed", type=Count(0, MAX_SEED), default=None,
-              help="Entropy of the data streams only (same F, teacher, student).  [default: seed]")
-@click.option("--input-model", "input_model", type=_choice(INPUT_MODELS), default="hmm",
-              show_default=True, help="hmm, or the equivalent Gaussian model of the inputs.")
-@click.option("--first-seed-index", "first_seed_index", type=Count(0, MAX_SEED - MAX_SEEDS),
-              default=0, show_default=True, help="Index of the first seed (re-run one seed).")
-@click.option("--blas-threads", "blas_threads", type=Count(1, MAX_BLAS_THREADS), default=1,
-              show_default=True, help="BLAS threads for a single seed (not bitwise reproducible).")
+@config_option("--records", field="records", type=Count(2, MAX_RECORDS),
+               help="Log-spaced record steps (before de-duplication).")
+@config_option("--test-size", field="test_size", type=Count(1, MAX_TEST_SIZE),
+               help="Test-set size for eg_mc and the empirical covariances.")
+@config_option("--precision", field="precision", type=_choice(PRECISIONS),
+               help="f64, or mixed: input GEMM in float32, SGD in float64.")
+@config_option("--sigma", field="sigma", type=Real(),
+               help="Output noise on the training labels.")
+@config_option("--sample-seed", field="sample_seed", type=Count(0, MAX_SEED),
+               help="Entropy of the data streams only (same F, teacher, student).  "
+                    "[default: seed]")
+@config_option("--input-model", field="input_model", type=_choice(INPUT_MODELS),
+               help="hmm, or the equivalent Gaussian model of the inputs.")
+@config_option("--first-seed-index", field="first_seed_index",
+               type=Count(0, MAX_SEED - MAX_SEEDS),
+               help="Index of the first seed (re-run one seed).")
+@config_option("--blas-threads", field="blas_threads", type=Count(1, MAX_BLAS_THREADS),
+               help="BLAS threads for a single seed (not bitwise reproducible).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Output HDF5 file.  [default: a parameter-derived name in data/]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
@@ -129,8 +138,8 @@ def simulate(threads, out, overwrite, quiet, first_layer_only, **fields) -> None
         run = fastsgd.simulate(cfg, out=out, overwrite=overwrite, threads=threads,
                                progress=not quiet and sys.stderr.isatty(),
                                command_line=shlex.join(["fastsgd", *argv]))
-    except (ConfigError, FileExistsError) as exc:
-        raise click.UsageError(str(exc)) from None
+    except (ConfigError, OutputExistsError) as exc:
+        raise click.UsageError(_flag_message(exc)) from None
     diverged = [f"{int(run.seed_index[i])} (step {int(run.diverged_step[i])})"
                 for i, s in enumerate(run.status) if s == "diverged"]
     if not quiet:
@@ -139,6 +148,16 @@ def simulate(threads, out, overwrite, quiet, first_layer_only, **fields) -> None
         click.echo(f"fastsgd simulate: seed index(es) diverged: {', '.join(diverged)}; "
                    f"lower --lr", err=True)
         raise SystemExit(EXIT_DIVERGED)
+
+
+def _flag_message(exc: ConfigError | OutputExistsError) -> str:
+    """The library's error with the command-line flag of its parameter in front."""
+    if isinstance(exc, OutputExistsError):
+        return f"--out: {exc.path} exists; pass --overwrite to replace it"
+    ctx = click.get_current_context()
+    flags = {p.name: p.opts[0] for p in ctx.command.params}
+    flags["train_second_layer"] = "--first-layer-only"
+    return f"{flags.get(exc.parameter, exc.parameter)}: {exc}"
 
 
 def _load_run(path: str, what: str = "RUN"):
@@ -173,8 +192,8 @@ def _positive_dt(dt: float) -> float:
 @click.argument("run_path", metavar="RUN.h5", type=click.Path(dir_okay=False))
 @click.option("--seed-index", default="all", show_default=True,
               help="'all' or comma-separated seed indices of the run.")
-@click.option("--dt", type=Real(), default=0.01, show_default=True, help="ODE time step.")
-@click.option("--method", type=_choice(["euler", "rk4"]), default="euler", show_default=True,
+@click.option("--dt", type=Real(), default=DEFAULT_DT, show_default=True, help="ODE time step.")
+@click.option("--method", type=_choice(METHODS), default=DEFAULT_METHOD, show_default=True,
               help="euler (the published integrators' semantics) or rk4.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output ODE.h5.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
@@ -182,20 +201,20 @@ def ode(run_path, seed_index, dt, method, out, overwrite) -> None:
     """Integrate every seed's HMM ODE from its exact initial state on the run's time grid."""
     from pathlib import Path
 
-    from analysis.compare import TheoryUnavailable, integrate_run, write_ode_file
+    from fastsgd.theory import TheoryUnavailable, integrate_run, write_ode_file
 
     run = _load_run(run_path)
     positions = _seed_positions(run, seed_index)
     _positive_dt(dt)
     out_path = Path(out)
     if out_path.exists() and not overwrite:
-        raise click.UsageError(f"out: {out_path} exists; pass --overwrite to replace it")
+        raise click.UsageError(f"--out: {out_path} exists; pass --overwrite to replace it")
     if not out_path.parent.is_dir():
-        raise click.UsageError(f"out: the folder {str(out_path.parent)!r} does not exist")
+        raise click.UsageError(f"--out: the folder {str(out_path.parent)!r} does not exist")
     try:
         trajectories = integrate_run(run, positions, dt=dt, method=method)
     except (TheoryUnavailable, NotImplementedError) as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(f"{exc} (fastsgd compare --reference)") from None
     write_ode_file(out_path, run, positions, trajectories, dt=dt, method=method,
                    overwrite=overwrite)
     failed = [int(run.seed_index[i]) for i, tr in zip(positions, trajectories)
@@ -213,21 +232,19 @@ def ode(run_path, seed_index, dt, method, out, overwrite) -> None:
 @click.option("--floor", type=click.Path(dir_okay=False),
               help="The Gaussian-latent floor run: adds its deviation and the verdict.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG of the trajectories.")
-@click.option("--dt", type=Real(), default=0.01, show_default=True,
+@click.option("--dt", type=Real(), default=DEFAULT_DT, show_default=True,
               help="ODE time step when the ODE is integrated on the fly.")
-@click.option("--method", type=_choice(["euler", "rk4"]), default="euler", show_default=True)
-@click.option("--t-min", type=Real(), default=0.1, show_default=True,
+@click.option("--method", type=_choice(METHODS), default=DEFAULT_METHOD, show_default=True)
+@click.option("--t-min", type=Real(), default=DEFAULT_T_MIN, show_default=True,
               help="Start of the deviation window.")
 @click.option("--t-max", type=Real(), default=None,
               help="End of the deviation window.  [default: last time covered by both]")
 def compare(run_path, ode_path, reference, floor, plot, dt, method, t_min, t_max) -> None:
     """Print the deviation of a run from its theory (mean ± s.e.m. over seeds)."""
-    from analysis.compare import (TheoryUnavailable, deviations, format_table, integrate_run,
-                                  load_ode_file, ode_curves, reference_curves)
-    from analysis.deviation import aggregate, universality_verdict
-    import fastsgd
-
     from pathlib import Path
+
+    import fastsgd
+    from fastsgd.theory import TheoryUnavailable, compare_run, format_table, theory_for
 
     if ode_path and reference:
         raise click.UsageError("give ODE.h5 or --reference, not both")
@@ -235,40 +252,27 @@ def compare(run_path, ode_path, reference, floor, plot, dt, method, t_min, t_max
     if plot and not Path(plot).resolve().parent.is_dir():
         raise click.UsageError(f"--plot: the folder {str(Path(plot).parent)!r} does not exist")
     run = _load_run(run_path)
-
-    def theory_for(target):
-        try:
-            if reference:
-                return reference_curves(target, _load_run(reference, "--reference"))
-            if ode_path and target is run:
-                return load_ode_file(ode_path, target)
-            return ode_curves(target, integrate_run(target, dt=dt, method=method))
-        except (TheoryUnavailable, NotImplementedError, ValueError,
-                fastsgd.RunFileError) as exc:
-            raise click.UsageError(str(exc)) from None
-
-    window = dict(t_min=t_min, t_max=t_max)
-    theory = theory_for(run)
-    if theory.kind == "ode":  # the floor's ODE is integrated with the same step and method
-        dt, method = theory.dt, theory.method
-    d_run = deviations(run, theory, **window)
-    title = (f"{run.path}: deviation from {theory.source} "
-             f"({'ODE' if theory.kind == 'ode' else 'reference run'})")
-    click.echo(format_table({k: aggregate(v) for k, v in d_run.items()}, title))
-    if floor:
-        floor_run = _load_run(floor, "--floor")
-        if (floor_run.config.N, floor_run.config.D) != (run.config.N, run.config.D):
-            raise click.UsageError("--floor: its (N, D) differ from the run's")
-        d_floor = deviations(floor_run, theory_for(floor_run), **window)
+    reference_run = _load_run(reference, "--reference") if reference else None
+    floor_run = _load_run(floor, "--floor") if floor else None
+    try:
+        theory = theory_for(run, ode_file=ode_path, reference=reference_run, dt=dt,
+                            method=method)
+        result = compare_run(run, theory, floor=floor_run, t_min=t_min, t_max=t_max)
+    except TheoryUnavailable as exc:
+        raise click.UsageError(f"{exc} (--reference)") from None
+    except (NotImplementedError, ValueError, fastsgd.RunFileError) as exc:
+        raise click.UsageError(str(exc)) from None
+    kind = "ODE" if theory.kind == "ode" else "reference run"
+    click.echo(format_table(result.table, f"{run.path}: deviation from {theory.source} ({kind})"))
+    if floor_run is not None:
         click.echo("")
-        click.echo(format_table({k: aggregate(v) for k, v in d_floor.items()},
-                                f"floor {floor_run.path}"))
-        verdict = universality_verdict(d_run["eg_mc"], d_floor["eg_mc"])
+        click.echo(format_table(result.floor_table, f"floor {floor_run.path}"))
+        verdict = result.verdict
         click.echo(f"\nverdict (eg_mc): {verdict.verdict}; cell {verdict.cell}, floor "
                    f"{verdict.floor}; paired difference {verdict.paired_mean:.4g} ± "
                    f"{verdict.paired_sem:.2g} (z = {verdict.paired_z:.2f})")
     if plot:
-        from analysis.plots import plot_comparison
+        from fastsgd.plots import plot_comparison
         plot_comparison(run, theory, plot)
         click.echo(f"wrote {plot}")
 
@@ -313,18 +317,18 @@ def plot(source, out) -> None:
         summary = src / "summary.csv"
         if not summary.is_file():
             raise click.UsageError(f"DIR: {src} has no summary.csv (not a sweep folder)")
-        from analysis.plots import plot_heatmaps
+        from fastsgd.plots import plot_heatmaps
         with open(summary) as fh:
             rows = list(csv.DictReader(fh))
         if not rows or "verdict" not in rows[0]:
             raise click.UsageError(f"DIR: {summary} is not a fastsgd sweep summary")
         plot_heatmaps(rows, out_path)
     else:
-        from analysis.compare import TheoryUnavailable, integrate_run, ode_curves
-        from analysis.plots import plot_comparison
+        from fastsgd.plots import plot_comparison
+        from fastsgd.theory import TheoryUnavailable, theory_for
         run = _load_run(source)
         try:
-            theory = ode_curves(run, integrate_run(run))
+            theory = theory_for(run)
         except (TheoryUnavailable, NotImplementedError) as exc:
             raise click.UsageError(f"{exc}; use fastsgd compare --reference ... --plot") from None
         plot_comparison(run, theory, out_path)

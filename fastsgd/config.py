@@ -1,4 +1,9 @@
-"""The simulation configuration: one frozen dataclass, validated in one place (MODEL.md §8.3)."""
+"""The simulation configuration: one frozen dataclass, validated in one place (MODEL.md §8.3).
+
+:class:`SimConfig` is the one source of every default (:data:`DEFAULTS` reads them off the
+dataclass for the CLI, the output names and the sweep) and :func:`gaussian_latent` the one
+definition of a cell's Gaussian-latent twin (the floor, MODEL.md §6).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis.activations import ACTIVATIONS, FOLDS
+from fastsgd.sampling import STANDARDIZATIONS, WEIGHT_SCHEMES
+from fastsgd.sgd import INPUT_MODELS
 
-WEIGHT_SCHEMES = ("uniform", "dirichlet")
-STANDARDIZATIONS = ("none", "sample", "population", "whiten")
 PRECISIONS = ("f64", "mixed")
-INPUT_MODELS = ("hmm", "equivalent_gaussian")
 
 # Upper bounds keep every int64 step count and every memory figure far from overflow.
 MAX_DIM = 10_000_000          # N, D
@@ -28,8 +32,26 @@ MAX_BLAS_THREADS = 1024
 MAX_REAL = 1e6                # alpha, lr, sigma: far beyond any meaningful value, far from overflow
 
 
+_UNSET = object()
+
+
 class ConfigError(ValueError):
-    """An invalid simulation parameter; the message names it and the allowed values."""
+    """An invalid parameter: ``parameter`` names it (a SimConfig field or an argument of the
+    API), ``allowed`` says what is allowed and ``value`` is what was given (absent when the
+    problem is not one value). The message reads "<parameter> must be <allowed>, got <value>"
+    unless ``message`` gives another sentence; callers such as the CLI use the fields, never
+    the text."""
+
+    def __init__(self, parameter: str, allowed: str, value: Any = _UNSET, *,
+                 message: str | None = None) -> None:
+        self.parameter = parameter
+        self.allowed = allowed
+        self.value = None if value is _UNSET else value
+        if message is None:
+            message = f"{parameter} must be {allowed}"
+            if value is not _UNSET:
+                message += f", got {value!r}"
+        super().__init__(message)
 
 
 def parse_count(value: Any, name: str, low: int, high: int) -> int:
@@ -37,10 +59,10 @@ def parse_count(value: Any, name: str, low: int, high: int) -> int:
 
     Raises ConfigError naming ``name`` and the range [low, high] for anything else.
     """
-    allowed = f"an integer in [{low}, {high}]"
+    error = ConfigError(name, f"an integer in [{low}, {high}]", value)
     number: Any = value
     if isinstance(value, bool):
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+        raise error
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -49,38 +71,39 @@ def parse_count(value: Any, name: str, low: int, high: int) -> int:
             try:
                 number = float(text)
             except ValueError:
-                raise ConfigError(f"{name} must be {allowed}, got {value!r}") from None
+                raise error from None
     if isinstance(number, numbers.Integral):
         result = int(number)
     elif isinstance(number, numbers.Real):
         x = float(number)
         if not math.isfinite(x) or x != math.floor(x):
-            raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+            raise error
         result = int(x)
     else:
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+        raise error
     if not low <= result <= high:
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+        raise error
     return result
 
 
 def _real(value: Any, name: str, *, minimum: float, strict: bool = False) -> float:
     relation = ">" if strict else ">="
-    allowed = f"a finite number {relation} {minimum:g} and <= {MAX_REAL:g}"
+    error = ConfigError(name, f"a finite number {relation} {minimum:g} and <= {MAX_REAL:g}",
+                        value)
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+        raise error
     try:
         x = float(value)
     except ValueError:
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}") from None
+        raise error from None
     if not math.isfinite(x) or x < minimum or (strict and x == minimum) or x > MAX_REAL:
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+        raise error
     return x
 
 
 def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(name, f"one of {', '.join(choices)}", value)
     return value
 
 
@@ -147,7 +170,9 @@ class SimConfig:
                 divisors = [d for d in range(1, min(self.D, 10 ** 6) + 1) if self.D % d == 0]
                 shown = ", ".join(map(str, divisors if len(divisors) <= 12
                                       else divisors[:6] + ["…"] + divisors[-2:]))
-                raise ConfigError(f"block_size must divide D = {self.D} ({shown}), got {block}")
+                raise ConfigError("block_size", f"a divisor of D = {self.D} ({shown})", block,
+                                  message=f"block_size must divide D = {self.D} ({shown}), "
+                                          f"got {block}")
             set_(self, "block_size", block)
         set_(self, "weights", self._validated_weights())
         _choice(self.standardize, "standardize", STANDARDIZATIONS)
@@ -156,28 +181,31 @@ class SimConfig:
         _choice(self.precision, "precision", PRECISIONS)
         _choice(self.input_model, "input_model", INPUT_MODELS)
         if not isinstance(self.train_second_layer, bool):
-            raise ConfigError("train_second_layer must be True or False, "
-                              f"got {self.train_second_layer!r}")
+            raise ConfigError("train_second_layer", "True or False", self.train_second_layer)
         if self.standardize == "sample" and self.D < 2:
-            raise ConfigError("standardize = sample needs D >= 2, got D = 1")
+            raise ConfigError("standardize", "none, population or whiten when D = 1",
+                              message="standardize = sample needs D >= 2, got D = 1")
         if self.blas_threads > 1 and self.seeds > 1:
-            raise ConfigError(f"blas_threads > 1 is allowed only with seeds = 1 "
-                              f"(got seeds = {self.seeds}); seeds run in parallel instead")
+            raise ConfigError("blas_threads", "1 when seeds > 1",
+                              message=f"blas_threads > 1 is allowed only with seeds = 1 (got "
+                                      f"seeds = {self.seeds}); seeds run in parallel instead")
 
     def _validated_weights(self) -> str | tuple[float, ...]:
         w = self.weights
         if isinstance(w, str):
             return _choice(w, "weights", WEIGHT_SCHEMES)
-        allowed = f"uniform, dirichlet or a list of m = {self.m} non-negative numbers"
+        error = ConfigError("weights", f"{', '.join(WEIGHT_SCHEMES)} or a list of m = {self.m} "
+                            "non-negative numbers", w)
         try:
             values = [float(x) for x in w]
         except (TypeError, ValueError):
-            raise ConfigError(f"weights must be {allowed}, got {w!r}") from None
+            raise error from None
         if (len(values) != self.m or any(isinstance(x, bool) for x in w)
                 or not all(math.isfinite(x) and x >= 0 for x in values)):
-            raise ConfigError(f"weights must be {allowed}, got {w!r}")
+            raise error
         if math.fsum(values) <= 0:
-            raise ConfigError(f"weights must have a positive sum, got {w!r}")
+            raise ConfigError("weights", "numbers with a positive sum", w,
+                              message=f"weights must have a positive sum, got {w!r}")
         return tuple(values)
 
     # ------------------------------------------------------------------ derived values
@@ -214,7 +242,8 @@ class SimConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}")
+            raise ConfigError(unknown[0], f"a field of SimConfig ({', '.join(sorted(names))})",
+                              message=f"unknown configuration field(s): {', '.join(unknown)}")
         values = dict(data)
         if isinstance(values.get("weights"), list):
             values["weights"] = tuple(values["weights"])
@@ -231,3 +260,18 @@ class SimConfig:
             data["block_size"] = None
         data.update(changes)
         return SimConfig.from_dict(data)
+
+
+#: Every field's default, read off the dataclass: the one source of the CLI's defaults, the
+#: output names and the sweep's derived keys.
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(SimConfig)}
+
+#: The fields that define the latent law; a Gaussian latent has them at their defaults.
+LATENT_LAW_FIELDS = ("m", "alpha", "weights", "block_size", "standardize")
+
+
+def gaussian_latent(cfg: SimConfig, **changes: Any) -> SimConfig:
+    """The Gaussian-latent twin of ``cfg`` (MODEL.md §6, the noise floor): the latent-law
+    fields reset to their defaults (m = 1, α = 0, uniform weights, B = D, no
+    standardization), everything else identical, then ``changes`` applied."""
+    return cfg.replace(**{name: DEFAULTS[name] for name in LATENT_LAW_FIELDS}, **changes)

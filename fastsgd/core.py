@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from numba import njit
+from analysis.jit import kernel
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def dot(a, b):
     """Σ_i a_i b_i for 1-D arrays, in a fixed order with four independent partial sums.
 

@@ -1,4 +1,4 @@
-"""The HDF5 run file: layout, writer and loader (MODEL.md §8.2).
+"""The HDF5 run file: where it goes, its layout, writer and loader (MODEL.md §8.1–8.2).
 
 Every dataset is created at full size before the first step (floats filled with NaN), each record
 is written and flushed as it is made, and no dataset records a modification time, so a killed
@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from analysis.ode import HmmInitialState
-from fastsgd.config import ConfigError, SimConfig
+from fastsgd.config import DEFAULTS, ConfigError, SimConfig
 
 FORMAT_VERSION = 1
 CREATOR = "fastsgd"
@@ -29,6 +29,70 @@ STATUS_DTYPE = "S12"
 
 class RunFileError(ValueError):
     """A file that is not a readable fastsgd run; the message names the file and the problem."""
+
+
+class OutputExistsError(FileExistsError):
+    """The output file exists and replacing it was not asked for; ``path`` names it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        super().__init__(f"out: {path} exists; pass overwrite=True to replace it")
+
+
+#: Fields named in a default output name only where they differ from their default.
+_EXTRA_FIELDS = ("precision", "input_model", "weights", "sigma", "sample_seed",
+                 "first_seed_index", "train_second_layer")
+
+
+def _name_parts(cfg: SimConfig) -> list[str]:
+    parts = [f"N{cfg.N}", f"D{cfg.D}", f"K{cfg.K}", f"M{cfg.M}", f"m{cfg.m}",
+             f"alpha{cfg.alpha:g}", f"std-{cfg.standardize}", f"B{cfg.block_size}",
+             f"{cfg.f}-{cfg.g}", f"lr{cfg.lr:g}", f"steps{cfg.steps}", f"seeds{cfg.seeds}",
+             f"seed{cfg.seed}"]
+    for name in _EXTRA_FIELDS:
+        value = getattr(cfg, name)
+        if value == DEFAULTS[name]:
+            continue
+        if name == "train_second_layer":
+            parts.append("first-layer-only")
+        elif isinstance(value, tuple):
+            parts.append("weights-explicit")
+        elif isinstance(value, float):
+            parts.append(f"{name.replace('_', '-')}{value:g}")
+        else:
+            parts.append(f"{name.replace('_', '-')}-{value}")
+    return parts
+
+
+def default_output_path(cfg: SimConfig, folder: Path = Path("data")) -> Path:
+    """A parameter-derived name inside ``folder``, with a numeric suffix if taken."""
+    stem = "_".join(_name_parts(cfg))
+    candidate = folder / f"{stem}.h5"
+    n = 1
+    while candidate.exists():
+        candidate = folder / f"{stem}_{n}.h5"
+        n += 1
+    return candidate
+
+
+def resolve_output(cfg: SimConfig, out, overwrite: bool) -> Path:
+    """The output path, checked before anything is written: the default name in ``data/``
+    (created) for None; raises ConfigError for a folder or a missing parent folder and
+    :class:`OutputExistsError` for an existing file without ``overwrite``."""
+    if out is None:
+        folder = Path("data")
+        folder.mkdir(exist_ok=True)
+        return default_output_path(cfg, folder)
+    path = Path(out)
+    if path.is_dir():
+        raise ConfigError("out", "a file path", str(path),
+                          message=f"out must be a file path, got the folder {str(path)!r}")
+    if not path.parent.is_dir():
+        raise ConfigError("out", "a path in an existing folder", str(path),
+                          message=f"out: the folder {str(path.parent)!r} does not exist")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(path)
+    return path
 
 
 def record_steps(steps: int, records: int) -> np.ndarray:
@@ -121,6 +185,7 @@ class RunWriter:
     def __init__(self, path: Path, cfg: SimConfig, steps: np.ndarray, gen_block: int,
                  command_line: str, overwrite: bool) -> None:
         self.path = Path(path)
+        self.steps = steps
         self.lock = threading.Lock()
         if overwrite and self.path.exists():
             self.path.unlink()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from analysis.jit import kernel
 
 from analysis.activations import activation
 from analysis.ode import HmmInitialState
@@ -35,7 +35,7 @@ def order_parameters(w: np.ndarray, features: np.ndarray, teacher: np.ndarray, b
             "R": (b / D) * (S @ teacher.T)}
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+@kernel(reassociate=True)
 def _sign_input_fields(X, w, out):
     # int8 inputs are exact; reassociation lets LLVM vectorise the sums in one fixed order.
     P, N = X.shape
@@ -59,7 +59,7 @@ def student_fields(X: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out / math.sqrt(N)
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def network_output(fields, weights, g_code, out):
     """Σ_k weights_k g(fields[p, k]) for every row p."""
     P, K = fields.shape
@@ -76,7 +76,7 @@ def centred_covariance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a - a.mean(axis=0)).T @ (b - b.mean(axis=0)) / a.shape[0]
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+@kernel(reassociate=True)
 def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean):
     # One pass for the means and ε_g, one for the centred covariances; returns eg_mc.
     P, K = lam.shape

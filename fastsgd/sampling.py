@@ -1,8 +1,8 @@
 """Latent sampling: Gaussian mixtures, block labels and standardization (MODEL.md §2.1–2.2).
 
 The Python functions here compute the per-seed mixture constants (means, weights, exact moments,
-whitening factors); the ``@njit`` kernel :func:`sample_latent_block` draws a block of latents from
-the seed's own Generators and standardizes them in place, O(D·m) per sample.
+whitening factors); the kernel :func:`sample_mixture_latent` draws a block of latents from the
+seed's own Generators and standardizes them (:func:`standardize_latent`), O(D·m) per sample.
 """
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
-
+from analysis.jit import kernel
 from fastsgd.core import dot
 
-STANDARDIZE_CODES = {"none": 0, "sample": 1, "population": 2, "whiten": 3}
-STD_NONE, STD_SAMPLE, STD_POPULATION, STD_WHITEN = range(4)
+WEIGHT_SCHEMES = ("uniform", "dirichlet")
+STANDARDIZATIONS = ("none", "sample", "population", "whiten")
+#: The kernels' runtime codes of the standardizations (one compiled kernel serves all).
+STANDARDIZE_CODES = {name: code for code, name in enumerate(STANDARDIZATIONS)}
+STD_NONE, STD_SAMPLE, STD_POPULATION, STD_WHITEN = (STANDARDIZE_CODES[name]
+                                                    for name in STANDARDIZATIONS)
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,9 @@ def draw_mixture(rng: np.random.Generator, m: int, alpha: float, D: int,
     p_i = 1/m (uniform) or the explicit weights normalised by their sum.
     """
     means = rng.uniform(-alpha, alpha, (m, D))
-    if isinstance(weights, str) and weights == "dirichlet":
+    if weights == "dirichlet":
         p = rng.dirichlet(np.ones(m))
-    elif isinstance(weights, str) and weights == "uniform":
+    elif weights == "uniform":
         p = np.full(m, 1.0 / m)
     else:
         p = np.asarray(weights, dtype=np.float64)
@@ -105,12 +108,8 @@ def mixture_moments(means: np.ndarray, weights: np.ndarray, block_size: int) -> 
                    whiten_vectors=vectors, whiten_shifts=shifts)
 
 
-# Reassociation vectorises the whitening projections (order fixed by the compiled code; no
-# finite-math assumption, NaN propagates).
-_FAST = {"reassoc", "contract"}
-
-
-@njit(cache=True, nogil=True, fastmath=_FAST)
+# Reassociation vectorises the whitening projections (analysis/jit.py).
+@kernel(reassociate=True)
 def standardize_latent(c, code, mean, inv_std, whiten_vectors, whiten_shifts, scratch):
     """Standardize one latent c (D,) in place (MODEL.md §2.2).
 
@@ -152,7 +151,7 @@ def standardize_latent(c, code, mean, inv_std, whiten_vectors, whiten_shifts, sc
                         c[base + q] += whiten_vectors[b, j, q] * coef
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@kernel(reassociate=True)
 def sample_mixture_latent(rng_latent, rng_labels, out, means, cumulative_weights, block_size,
                           std_code, mean, inv_std, whiten_vectors, whiten_shifts):
     """Fill ``out`` (n, D) with n latents, drawn and standardized sample by sample.
@@ -189,7 +188,7 @@ def sample_mixture_latent(rng_latent, rng_labels, out, means, cumulative_weights
             out[s, r] = c[r]
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def fill_standard_normal(rng, out):
     """Fill ``out`` (any shape, C-contiguous) with standard normals from ``rng``, in order."""
     flat = out.ravel()

@@ -20,16 +20,23 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsgd.config import ConfigError, SimConfig
+from analysis.deviation import Aggregate, aggregate, holm
+from analysis.ode import METHODS
+from fastsgd.config import DEFAULTS, ConfigError, SimConfig, gaussian_latent
+from fastsgd.theory import DEFAULT_DT, DEFAULT_METHOD, Comparison
 
-GAUSSIAN_LATENT = {"m": 1, "alpha": 0.0, "weights": "uniform", "block_size": None,
-                   "standardize": "none"}
-ODE_DEFAULTS = {"dt": 0.01, "method": "euler"}
+ODE_DEFAULTS = {"dt": DEFAULT_DT, "method": DEFAULT_METHOD}
+#: The quantities whose per-seed ODE deviations a run's sidecar keeps.
 QUANTITIES = ("eg_mc", "eg", "Q", "R", "v")
+#: Entropy offset of a cell's reference run: sample_seed = the cell's data entropy + 1 (§6).
+REFERENCE_SAMPLE_OFFSET = 1
 
 
 class GridError(ConfigError):
     """An invalid GRID.toml; the message names the file, the table and the key."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("GRID", "a valid GRID.toml (docs/model.md §8.5)", message=message)
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ def _resolve(values: dict, where: str) -> SimConfig:
     """A cell's SimConfig from its GRID values, with the derived keys t_max (steps =
     rint(t_max·N)), delta (D = rint(δ·N)) and test_size_per_N (test_size = that·N)."""
     values = dict(values)
-    N = values.get("N", 1000)
+    N = values.get("N", DEFAULTS["N"])
     for key, target in (("delta", "D"), ("test_size_per_N", "test_size")):
         if key in values:
             factor = values.pop(key)
@@ -79,7 +86,7 @@ def _resolve(values: dict, where: str) -> SimConfig:
         if isinstance(t_max, bool) or not isinstance(t_max, (int, float)) \
                 or not math.isfinite(t_max) or t_max <= 0:
             raise GridError(f"{where}: t_max must be a finite number > 0, got {t_max!r}")
-        values["steps"] = max(1, int(round(t_max * values.get("N", 1000))))
+        values["steps"] = max(1, int(round(t_max * N)))
     if values.get("block_size") == "D":
         values["block_size"] = None
     try:
@@ -117,8 +124,8 @@ def read_grid(path) -> tuple[list[Cell], dict]:
         raise GridError(f"GRID: {path}: [ode] unknown key(s) {bad_ode}; allowed: dt, method")
     if not (isinstance(ode["dt"], (int, float)) and math.isfinite(ode["dt"]) and ode["dt"] > 0):
         raise GridError(f"GRID: {path}: [ode] dt must be a finite number > 0, got {ode['dt']!r}")
-    if ode["method"] not in ("euler", "rk4"):
-        raise GridError(f"GRID: {path}: [ode] method must be euler or rk4, "
+    if ode["method"] not in METHODS:
+        raise GridError(f"GRID: {path}: [ode] method must be one of {', '.join(METHODS)}, "
                         f"got {ode['method']!r}")
     keys = list(grid)
     cells = []
@@ -126,9 +133,8 @@ def read_grid(path) -> tuple[list[Cell], dict]:
         params = dict(zip(keys, combo))
         where = f"GRID: {path}: cell {params}"
         cfg = _resolve({**base, **params}, where)
-        floor_values = {**cfg.to_dict(), **GAUSSIAN_LATENT}
-        floor = SimConfig.from_dict(floor_values)
-        reference = floor.replace(sample_seed=cfg.sample_entropy + 1)
+        floor = gaussian_latent(cfg)
+        reference = floor.replace(sample_seed=cfg.sample_entropy + REFERENCE_SAMPLE_OFFSET)
         cells.append(Cell(params=params, job=Job("cell", cfg, _config_name("cell", cfg)),
                           floor=Job("floor", floor, _config_name("floor", floor)),
                           reference=Job("reference", reference,
@@ -154,7 +160,7 @@ def run_job(config_json: str, path: str, ode: dict) -> dict:
     and store, in path.json, each seed's deviations from its own ODE (where one applies).
     A pure function of its arguments; returns the sidecar's content."""
     import fastsgd
-    from analysis.compare import TheoryUnavailable, deviations, integrate_run, ode_curves
+    from fastsgd.theory import TheoryUnavailable, deviations, theory_for
 
     cfg = SimConfig.from_json(config_json)
     path = Path(path)
@@ -166,8 +172,7 @@ def run_job(config_json: str, path: str, ode: dict) -> dict:
     run = fastsgd.simulate(cfg, out=tmp, overwrite=True, threads=1)
     result = {"config": cfg.to_json(), "status": run.status, "ode": None}
     try:
-        d = deviations(run, ode_curves(run, integrate_run(run, dt=ode["dt"],
-                                                          method=ode["method"])))
+        d = deviations(run, theory_for(run, dt=ode["dt"], method=ode["method"]))
         result["ode"] = {q: [None if not np.isfinite(x) else float(x) for x in d[q]]
                          for q in QUANTITIES}
     except (TheoryUnavailable, NotImplementedError):
@@ -177,76 +182,70 @@ def run_job(config_json: str, path: str, ode: dict) -> dict:
     return result
 
 
-def reference_deviations(run_path: Path, reference_path: Path) -> dict:
-    """Per-seed deviations of a run from its Gaussian reference run (reference mode)."""
+def _per_seed(values) -> np.ndarray:
+    """Per-seed deviations from a sidecar (None for NaN)."""
+    return np.array([np.nan if x is None else x for x in values], dtype=float)
+
+
+def _ode_comparison(own: dict, floor: dict) -> Comparison | None:
+    """The cell against its ODE and the floor against its own (from the runs' sidecars)."""
+    if own["ode"] is None or floor["ode"] is None:
+        return None
+    return Comparison(cell={q: _per_seed(own["ode"][q]) for q in QUANTITIES},
+                      floor={q: _per_seed(floor["ode"][q]) for q in QUANTITIES})
+
+
+def _reference_comparison(cell: Cell, out: Path) -> Comparison:
+    """The cell and its floor against the cell's Gaussian reference run (reference mode)."""
     import fastsgd
-    from analysis.compare import deviations, reference_curves
-    run = fastsgd.load(run_path)
-    d = deviations(run, reference_curves(run, fastsgd.load(reference_path)))
-    return {q: d[q] for q in QUANTITIES}
+    from fastsgd.theory import compare_run, theory_for
+    run, floor = fastsgd.load(cell.job.path(out)), fastsgd.load(cell.floor.path(out))
+    reference = theory_for(run, reference=fastsgd.load(cell.reference.path(out)))
+    return compare_run(run, reference, floor=floor)
 
 
-def _aggregate_row(prefix: str, values) -> dict:
-    from analysis.deviation import aggregate
-    agg = aggregate(np.array([np.nan if x is None else x for x in values], dtype=float))
+def _columns(prefix: str, agg: Aggregate | None) -> dict:
+    agg = agg or aggregate([])
     return {f"{prefix}_mean": agg.mean, f"{prefix}_sem": agg.sem}
 
 
-def _holm(p_values: list[float], alpha: float = 0.05) -> list[bool]:
-    """Holm's step-down procedure: which hypotheses are rejected at family level alpha."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    rejected = [False] * len(p_values)
-    for rank, i in enumerate(order):
-        if not p_values[i] <= alpha / (len(p_values) - rank):
-            break
-        rejected[i] = True
-    return rejected
+def _cell_row(cell: Cell, out: Path, results: dict) -> dict:
+    """The summary columns of one finished cell (MODEL.md §8.1 summary.csv)."""
+    by_ode = _ode_comparison(results[cell.job.name], results[cell.floor.name])
+    by_reference = _reference_comparison(cell, out)
+    mode, chosen = ("ode", by_ode) if by_ode is not None else ("reference", by_reference)
+    verdict = chosen.verdict
+    row = {**_columns("eg_dev_ode", by_ode and by_ode.table["eg_mc"]),
+           **_columns("eg_dev_ref", by_reference.table["eg_mc"]),
+           **_columns("floor_ode", by_ode and by_ode.floor_table["eg_mc"]),
+           **_columns("floor_ref", by_reference.floor_table["eg_mc"]),
+           "n_valid": verdict.cell.n_valid, "verdict_mode": mode, "verdict": verdict.verdict}
+    for q in ("Q", "R", "v"):
+        row.update(_columns(f"op_dev_{q}", chosen.table[q]))
+    row.update(_columns("eg_closed_dev_ode", by_ode and by_ode.table["eg"]))
+    row.update({"paired_mean": verdict.paired_mean, "paired_sem": verdict.paired_sem,
+                "paired_z": verdict.paired_z, "z": verdict.z,
+                "p_one_sided": verdict.p_one_sided, "error": ""})
+    return row
 
 
 def summarise(cells: list[Cell], out: Path, results: dict, failures: dict) -> list[dict]:
     """One row per cell (MODEL.md §8.1 summary.csv): deviations from the ODE and from the
     Gaussian reference run, the floor's, the verdict (ODE mode where an ODE applies, else
     reference mode), the order-parameter deviations, the paired difference and Holm's verdict."""
-    from analysis.deviation import universality_verdict
     rows = []
     for cell in cells:
-        row = dict(cell.params)
         cfg = cell.job.config
-        row.update({"N": cfg.N, "D": cfg.D, "seeds": cfg.seeds})
+        row = {**cell.params, "N": cfg.N, "D": cfg.D, "seeds": cfg.seeds}
         failed = [failures[j.name] for j in (cell.job, cell.floor, cell.reference)
                   if j.name in failures]
         if failed:
             row.update({"verdict": "failed", "error": " ".join(failed[0].split())})
-            rows.append(row)
-            continue
-        own, floor = results[cell.job.name], results[cell.floor.name]
-        ref_cell = reference_deviations(cell.job.path(out), cell.reference.path(out))
-        ref_floor = reference_deviations(cell.floor.path(out), cell.reference.path(out))
-        mode = "ode" if own["ode"] is not None and floor["ode"] is not None else "reference"
-        row.update(_aggregate_row("eg_dev_ode", own["ode"]["eg_mc"] if own["ode"] else []))
-        row.update(_aggregate_row("eg_dev_ref", ref_cell["eg_mc"]))
-        row.update(_aggregate_row("floor_ode", floor["ode"]["eg_mc"] if floor["ode"] else []))
-        row.update(_aggregate_row("floor_ref", ref_floor["eg_mc"]))
-        d_cell = np.array(own["ode"]["eg_mc"] if mode == "ode" else ref_cell["eg_mc"],
-                          dtype=float)
-        d_floor = np.array(floor["ode"]["eg_mc"] if mode == "ode" else ref_floor["eg_mc"],
-                           dtype=float)
-        verdict = universality_verdict(d_cell, d_floor)
-        row.update({"n_valid": verdict.cell.n_valid, "verdict_mode": mode,
-                    "verdict": verdict.verdict})
-        source = own["ode"] if mode == "ode" else ref_cell
-        for q in ("Q", "R", "v"):
-            row.update(_aggregate_row(f"op_dev_{q}", source[q]))
-        row.update(_aggregate_row("eg_closed_dev_ode", own["ode"]["eg"] if own["ode"] else []))
-        combined = math.hypot(verdict.cell.sem, verdict.floor.sem)
-        z = (verdict.cell.mean - verdict.floor.mean) / combined if combined > 0 else math.nan
-        row.update({"paired_mean": verdict.paired_mean, "paired_sem": verdict.paired_sem,
-                    "paired_z": verdict.paired_z, "z": z,
-                    "p_one_sided": 0.5 * math.erfc(z / math.sqrt(2)) if math.isfinite(z)
-                    else math.nan, "error": ""})
+        else:
+            row.update(_cell_row(cell, out, results))
         rows.append(row)
     testable = [i for i, r in enumerate(rows) if r["verdict"] in ("matches", "deviates")]
-    rejected = _holm([rows[i]["p_one_sided"] for i in testable])
+    rejected = holm([rows[i]["p_one_sided"] for i in testable])
     for i, rej in zip(testable, rejected):
         rows[i]["verdict_holm"] = "deviates" if rej else "matches"
     return rows
@@ -273,7 +272,7 @@ def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None =
     import dask
     from dask.distributed import Client, LocalCluster, as_completed
 
-    from fastsgd.simulation import usable_cores
+    from fastsgd.resources import usable_cores
 
     cells, ode = read_grid(grid_path)
     out = Path(out)

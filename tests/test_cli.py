@@ -21,7 +21,7 @@ from click.testing import CliRunner
 import fastsgd
 from fastsgd.cli import cli, main
 from fastsgd.config import ConfigError, SimConfig
-from fastsgd.simulation import default_output_path
+from fastsgd.io import default_output_path
 
 N, D, STEPS, TEST_SIZE, RECORDS = 32, 16, 300, 200, 5
 #: A tiny but valid run; the options under test are appended (click: the last one wins).

@@ -8,19 +8,17 @@ output noise, Dirichlet weights and the equivalent Gaussian input model.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 import naive
 from cases import case_id, pairwise_cases
 from fastsgd import SimConfig, simulate
-from fastsgd.simulation import GEN_BLOCK, build_problem, latent_kernel_args
+from fastsgd.problem import build_problem, latent_kernel_args
+from fastsgd.runner import GEN_BLOCK
 from fastsgd.sampling import fill_standard_normal, sample_mixture_latent
-from fastsgd.sgd import INPUT_EQUIVALENT_GAUSSIAN, INPUT_HMM, sgd_steps
+from fastsgd.sgd import sgd_buffers, sgd_parameters, sgd_steps
 from fastsgd.streams import SeedStreams
-from analysis.activations import ACTIVATION_CODES, FOLD_CODES, folding_coefficients
 
 SMALL = dict(N=64, D=32, K=3, M=2, lr=0.2, seed=11, test_size=300)
 EXTRA_CASES = [
@@ -67,31 +65,27 @@ def test_every_step_matches_reference(case):
     streams = SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, 0)
     problem = build_problem(cfg, streams)
     w, v = problem.w.copy(), problem.v.copy()
-    N, D, K, M = cfg.N, cfg.D, cfg.K, cfg.M
-    latent = np.empty((GEN_BLOCK, D))
+    latent = np.empty((GEN_BLOCK, cfg.D))
     equivalent = cfg.input_model == "equivalent_gaussian"
-    xi = np.empty((GEN_BLOCK, N)) if equivalent else np.empty((1, 1))
-    noise = np.zeros(GEN_BLOCK)
-    x, lam, coef, yhat = np.empty(N), np.empty(K), np.empty(K), np.empty(GEN_BLOCK)
-    a, b, _, zeta = folding_coefficients(cfg.f)
+    params = sgd_parameters(problem.A, f=cfg.f, g=cfg.g, lr=cfg.lr,
+                            train_second_layer=cfg.train_second_layer,
+                            input_model=cfg.input_model)
+    buffers = sgd_buffers(GEN_BLOCK, cfg.N, cfg.K, equivalent)
     for block_start in range(0, steps, GEN_BLOCK):
         sample_mixture_latent(streams.train_latent, streams.train_labels, latent,
                               *latent_kernel_args(problem.mixture, cfg.standardize))
         U = latent @ problem.generator
         if equivalent:
-            fill_standard_normal(streams.train_xi, xi)
+            fill_standard_normal(streams.train_xi, buffers.xi)
         if cfg.sigma > 0:
-            fill_standard_normal(streams.train_noise, noise)
-            noise *= cfg.sigma
+            fill_standard_normal(streams.train_noise, buffers.label_noise)
+            buffers.label_noise[:] *= cfg.sigma
         for row in range(min(GEN_BLOCK, steps - block_start)):
             mu = block_start + row
-            bad = sgd_steps(U, row, row + 1, w, v, problem.A, FOLD_CODES[cfg.f],
-                            ACTIVATION_CODES[cfg.g], cfg.train_second_layer, cfg.lr,
-                            INPUT_EQUIVALENT_GAUSSIAN if equivalent else INPUT_HMM,
-                            a, b, math.sqrt(zeta), xi, noise, x, lam, coef, yhat)
+            bad = sgd_steps(U, row, row + 1, w, v, params, buffers)
             assert bad == -1
-            assert_close(yhat[row], ref["trace_yhat"][mu], f"yhat at step {mu}")
-            assert_close(lam, ref["trace_lam"][mu], f"lambda at step {mu}")
+            assert_close(buffers.yhat[row], ref["trace_yhat"][mu], f"yhat at step {mu}")
+            assert_close(buffers.lam, ref["trace_lam"][mu], f"lambda at step {mu}")
             assert_close(w, ref["trace_w"][mu], f"w after step {mu}")
             assert_close(v, ref["trace_v"][mu], f"v after step {mu}")
 

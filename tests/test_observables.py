@@ -15,7 +15,8 @@ import pytest
 import fastsgd
 from analysis.activations import ACTIVATION_CODES, folding_coefficients
 from fastsgd.observables import network_output, student_fields
-from fastsgd.simulation import build_problem, take_record
+from fastsgd.problem import build_problem
+from fastsgd.runner import take_record
 from fastsgd.streams import SeedStreams, stream
 
 Z_MAX = 5.0

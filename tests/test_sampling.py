@@ -22,7 +22,7 @@ from fastsgd.sampling import (
     mixture_moments,
     sample_mixture_latent,
 )
-from fastsgd.simulation import latent_kernel_args
+from fastsgd.problem import latent_kernel_args
 from fastsgd.streams import LABELS, LATENT, MIXTURE, TRAIN, stream
 
 D = 16

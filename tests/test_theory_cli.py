@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import fastsgd
-from analysis.compare import deviation_table, load_ode_file
+from fastsgd.theory import deviation_table, load_ode_file
 from fastsgd.cli import main
 
 TINY = dict(N=64, D=32, steps=3000, records=20, test_size=300, seeds=3)

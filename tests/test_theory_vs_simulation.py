@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import fastsgd
-from analysis.compare import deviations, integrate_run, ode_curves
+from fastsgd.theory import deviations, integrate_run, ode_curves
 from analysis.deviation import aggregate, op_deviation, universality_verdict
 
 

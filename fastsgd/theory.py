@@ -1,5 +1,12 @@
-"""A run against its theory: the ODE of every seed, the ODE file, and the deviation table
-(MODEL.md §6, §8.1 `fastsgd ode` and `fastsgd compare`)."""
+"""A run against its theory: the one API behind ``fastsgd ode``, ``fastsgd compare`` and the
+sweep (MODEL.md §6, §8.1).
+
+A theory is one of three (:class:`TheoryCurves`, chosen by :func:`theory_for`): the ODE of every
+seed integrated on the fly, an ODE file written by ``fastsgd ode``, or a reference run paired by
+seed index. :func:`compare_run` gives a run's per-seed deviations from its theory and, with a
+floor run, the floor's deviations from the same kind of theory and the universality verdict
+(:class:`Comparison`).
+"""
 
 from __future__ import annotations
 
@@ -12,14 +19,25 @@ import h5py
 import numpy as np
 
 from analysis.activations import folding_coefficients
-from analysis.deviation import Aggregate, aggregate, eg_deviation, op_deviation
+from analysis.deviation import (Aggregate, Verdict, aggregate, eg_deviation, op_deviation,
+                                universality_verdict)
 from analysis.ode import Trajectory, integrate_hmm
+from fastsgd.io import OutputExistsError, Run, RunFileError
+from fastsgd.sgd import INPUT_MODELS
 
-ODE_FORMAT_VERSION = 1
+#: The ODE's default step and method (the published integrators' semantics, MODEL.md §5.5).
+DEFAULT_DT = 0.01
+DEFAULT_METHOD = "euler"
+#: The deviation window's default start (MODEL.md §6).
+DEFAULT_T_MIN = 0.1
+#: The quantities whose deviation is reported, and the one the verdict uses.
+QUANTITIES = ("eg_mc", "eg", "Q", "R", "v", "empirical/Q", "empirical/R")
+VERDICT_QUANTITY = "eg_mc"
 
 
 class TheoryUnavailable(ValueError):
-    """The run's configuration has no Gaussian ODE (f with a ≠ 0, other inputs)."""
+    """The run's configuration has no Gaussian ODE (f with a ≠ 0, other inputs); the caller
+    may compare with a Gaussian-latent reference run instead."""
 
 
 def check_ode_applies(config) -> None:
@@ -28,8 +46,8 @@ def check_ode_applies(config) -> None:
     if a != 0.0:
         raise TheoryUnavailable(
             f"f = {config.f} has a = E f(u) = {a:.4f} ≠ 0: no Gaussian ODE applies; compare "
-            "with a Gaussian-latent run instead (--reference)")
-    if config.input_model not in ("hmm", "equivalent_gaussian"):
+            "with a Gaussian-latent reference run instead")
+    if config.input_model not in INPUT_MODELS:
         raise TheoryUnavailable(f"input_model = {config.input_model}: no ODE applies")
 
 
@@ -52,10 +70,11 @@ class TheoryCurves:
     source: str
     dt: float | None = None        # the ODE's step and method, when it is an ODE
     method: str | None = None
+    reference: Run | None = None   # the reference run, when it is one
 
 
-def integrate_run(run, seed_positions=None, *, dt: float = 0.01, method: str = "euler"
-                  ) -> list[Trajectory]:
+def integrate_run(run, seed_positions=None, *, dt: float = DEFAULT_DT,
+                  method: str = DEFAULT_METHOD) -> list[Trajectory]:
     """The HMM ODE of each seed from its /initial_state, on the run's /t grid, with every
     dynamics option of the run's config (lr, δ = D/N, f, g, train_second_layer, sigma)."""
     cfg = run.config
@@ -73,7 +92,7 @@ def write_ode_file(path, run, seed_positions, trajectories, *, dt: float, method
     /R, /v, /eg, /T, /A, /status (MODEL.md §8.1)."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"out: {path} exists; pass --overwrite to replace it")
+        raise OutputExistsError(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"out: the folder {str(path.parent)!r} does not exist")
     stack = lambda name: np.stack([getattr(tr, name) for tr in trajectories])  # noqa: E731
@@ -82,7 +101,7 @@ def write_ode_file(path, run, seed_positions, trajectories, *, dt: float, method
         for key, value in run.attrs.items():
             fh.attrs[key] = value
         fh.attrs["ode"] = json.dumps({"dt": dt, "method": method, "source": str(run.path),
-                                      "equations": "MODEL.md §5.2 (hmm)"})
+                                      "equations": "docs/model.md §5.2 (hmm)"})
         data = {"seed_index": run.seed_index[list(seed_positions)], "t": run.t,
                 "Q": stack("Q"), "W": stack("W"), "Sigma": stack("Sigma"), "R": stack("R"),
                 "v": stack("v"), "eg": stack("eg"), "T": stack("T"), "A": stack("A"),
@@ -97,8 +116,6 @@ def write_ode_file(path, run, seed_positions, trajectories, *, dt: float, method
 
 def load_ode_file(path, run) -> TheoryCurves:
     """Read an ODE.h5 made for ``run``: one row per seed of the run (matched by seed index)."""
-    from fastsgd.io import RunFileError
-
     path = Path(path)
     try:
         fh = h5py.File(path, "r")
@@ -158,13 +175,30 @@ def reference_curves(run, reference) -> TheoryCurves:
                         eg_closed=reference.eg[order], Q=reference.Q[order],
                         R=reference.R[order], v=reference.v[order],
                         valid=np.array([reference.status[i] == "ok" for i in order]),
-                        source=str(reference.path))
+                        source=str(reference.path), reference=reference)
 
 
-QUANTITIES = ("eg_mc", "eg", "Q", "R", "v", "empirical/Q", "empirical/R")
+def theory_for(run, *, ode_file=None, reference: Run | None = None, dt: float = DEFAULT_DT,
+               method: str = DEFAULT_METHOD) -> TheoryCurves:
+    """The theory a run is compared with: ``reference`` (a run paired by seed index), else
+    ``ode_file`` (written by ``fastsgd ode`` for this run), else every seed's ODE integrated
+    now with ``dt`` and ``method``. Raises TheoryUnavailable, RunFileError or ValueError."""
+    if reference is not None:
+        return reference_curves(run, reference)
+    if ode_file is not None:
+        return load_ode_file(ode_file, run)
+    return ode_curves(run, integrate_run(run, dt=dt, method=method))
 
 
-def deviations(run, theory: TheoryCurves, *, t_min: float = 0.1,
+def same_theory_for(other, theory: TheoryCurves) -> TheoryCurves:
+    """The same kind of theory for another run (a floor): the same reference run, or the
+    other run's own ODE with the same step and method."""
+    if theory.kind == "reference":
+        return reference_curves(other, theory.reference)
+    return ode_curves(other, integrate_run(other, dt=theory.dt, method=theory.method))
+
+
+def deviations(run, theory: TheoryCurves, *, t_min: float = DEFAULT_T_MIN,
                t_max: float | None = None) -> dict[str, np.ndarray]:
     """Per-seed deviations d_s of every quantity (MODEL.md §6); NaN for a seed that diverged
     or whose reference is unusable."""
@@ -186,7 +220,55 @@ def deviations(run, theory: TheoryCurves, *, t_min: float = 0.1,
 
 def deviation_table(run, theory: TheoryCurves, **window) -> dict[str, Aggregate]:
     """Mean ± s.e.m. over seeds of every quantity's deviation."""
-    return {name: aggregate(d) for name, d in deviations(run, theory, **window).items()}
+    return table_of(deviations(run, theory, **window))
+
+
+def table_of(per_seed: dict[str, np.ndarray]) -> dict[str, Aggregate]:
+    """Mean ± s.e.m. over seeds of each quantity's per-seed deviations."""
+    return {name: aggregate(d) for name, d in per_seed.items()}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A run against its theory and, optionally, its floor against the same kind of theory.
+
+    ``cell`` and ``floor`` hold per-seed deviations d_s of every quantity (NaN where a seed
+    diverged or its theory failed); ``table`` and ``floor_table`` their mean ± s.e.m.;
+    ``verdict`` the universality verdict of the ε_g deviation (eg_mc) against the floor
+    (MODEL.md §6), None without a floor.
+    """
+
+    cell: dict[str, np.ndarray]
+    floor: dict[str, np.ndarray] | None = None
+
+    @property
+    def table(self) -> dict[str, Aggregate]:
+        return table_of(self.cell)
+
+    @property
+    def floor_table(self) -> dict[str, Aggregate] | None:
+        return None if self.floor is None else table_of(self.floor)
+
+    @property
+    def verdict(self) -> Verdict | None:
+        if self.floor is None:
+            return None
+        return universality_verdict(self.cell[VERDICT_QUANTITY], self.floor[VERDICT_QUANTITY])
+
+
+def compare_run(run, theory: TheoryCurves, *, floor=None, floor_theory=None,
+                t_min: float = DEFAULT_T_MIN, t_max: float | None = None) -> Comparison:
+    """A run's deviations from ``theory`` and, with a ``floor`` run, the floor's deviations
+    from ``floor_theory`` (default: the same kind of theory, :func:`same_theory_for`) and the
+    verdict."""
+    window = dict(t_min=t_min, t_max=t_max)
+    d_floor = None
+    if floor is not None:
+        if (floor.config.N, floor.config.D) != (run.config.N, run.config.D):
+            raise ValueError(f"floor {floor.path}: its (N, D) differ from those of {run.path}")
+        floor_theory = floor_theory or same_theory_for(floor, theory)
+        d_floor = deviations(floor, floor_theory, **window)
+    return Comparison(cell=deviations(run, theory, **window), floor=d_floor)
 
 
 def format_table(table: dict[str, Aggregate], title: str) -> str:

@@ -1,0 +1,141 @@
+"""The problem a seed index is built from: features, teacher, latent law, initial weights and
+the fixed test set, drawn in the stream order of MODEL.md §3.3.
+
+:func:`initial_state` gives a seed's exact spectral initial state (MODEL.md §4.4) straight from
+a configuration, without running anything.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis.activations import (ACTIVATION_CODES, FOLD_CODES, activation_array, fold_array,
+                                  folding_coefficients)
+from analysis.ode import HmmInitialState
+from fastsgd.config import SimConfig
+from fastsgd.observables import centred_covariance, spectral_initial_state
+from fastsgd.sampling import (STANDARDIZE_CODES, Mixture, draw_mixture, fill_standard_normal,
+                              mixture_moments, sample_mixture_latent)
+from fastsgd.streams import SeedStreams
+
+#: Test samples made per GEMM while the test set is built (a stop request is checked between).
+TEST_CHUNK = 1024
+
+
+class Stopped(Exception):
+    """A stop was requested while a seed's problem was being built."""
+
+
+@dataclass
+class SeedProblem:
+    """Everything fixed for one seed index: features, teacher, mixture, initial weights, test set."""
+
+    features: np.ndarray          # F (N, D)
+    teacher: np.ndarray           # W̃ (M, D)
+    A: np.ndarray                 # (M,)
+    mixture: Mixture
+    w: np.ndarray                 # (K, N), initial
+    v: np.ndarray                 # (K,), initial
+    generator: np.ndarray         # [F/√D | W̃ᵀ/√D] (D, N + M)
+    test_inputs: np.ndarray       # (P, N) int8 (sign) or float64
+    test_nu: np.ndarray           # (P, M)
+    test_y: np.ndarray            # (P,) noiseless labels
+    test_T: np.ndarray            # (M, M) centred covariance of ν on the test set (fixed)
+
+
+@dataclass
+class _Draws:
+    """The seed's fixed quantities before the test set: F, W̃, A, the mixture, w(0), v(0)."""
+
+    features: np.ndarray
+    teacher: np.ndarray
+    A: np.ndarray
+    mixture: Mixture
+    w: np.ndarray
+    v: np.ndarray
+
+
+def exact_int8_test_inputs(cfg: SimConfig) -> bool:
+    """Sign-folded HMM inputs are stored as int8: exact, and 8× smaller."""
+    return cfg.f == "sign" and cfg.input_model == "hmm"
+
+
+def latent_kernel_args(mixture: Mixture, standardize: str) -> tuple:
+    """Arguments of :func:`sample_mixture_latent` after the two Generators and the output."""
+    return (mixture.means, mixture.cumulative_weights, mixture.block_size,
+            STANDARDIZE_CODES[standardize], mixture.mean, 1.0 / mixture.std,
+            mixture.whiten_vectors, mixture.whiten_shifts)
+
+
+def make_inputs(cfg: SimConfig, U: np.ndarray, xi: np.ndarray | None) -> np.ndarray:
+    """Inputs x from the pre-folding block U[:, :N]: f(u), or a + b·u + √ζ·ξ (float64)."""
+    a, b, _, zeta = folding_coefficients(cfg.f)
+    u = np.ascontiguousarray(U[:, :cfg.N], dtype=np.float64)
+    if cfg.input_model == "equivalent_gaussian":
+        return a + b * u + math.sqrt(zeta) * xi
+    return fold_array(u, FOLD_CODES[cfg.f], np.empty_like(u))
+
+
+def _draw(cfg: SimConfig, streams: SeedStreams) -> _Draws:
+    """F, W̃, A = 1, the mixture, w(0) and v(0) from streams (s,0) … (s,3) (MODEL.md §3.3)."""
+    features = streams.features.standard_normal((cfg.N, cfg.D))
+    teacher = streams.teacher.standard_normal((cfg.M, cfg.D))
+    means, weights = draw_mixture(streams.mixture, cfg.m, cfg.alpha, cfg.D, cfg.weights)
+    w = streams.student.standard_normal((cfg.K, cfg.N))
+    v = streams.student.standard_normal(cfg.K) if cfg.train_second_layer else np.ones(cfg.K)
+    return _Draws(features, teacher, np.ones(cfg.M), mixture_moments(means, weights,
+                                                                      cfg.block_size), w, v)
+
+
+def _test_latents(cfg: SimConfig, streams: SeedStreams, mixture: Mixture) -> np.ndarray:
+    latent = np.empty((cfg.test_size, cfg.D))
+    sample_mixture_latent(streams.test_latent, streams.test_labels, latent,
+                          *latent_kernel_args(mixture, cfg.standardize))
+    return latent
+
+
+def build_problem(cfg: SimConfig, streams: SeedStreams,
+                  stop: threading.Event | None = None) -> SeedProblem:
+    """Draw one seed's fixed quantities in the stream order of MODEL.md §3.3 and its test set.
+
+    With ``stop``, the test set's construction checks it between chunks (raising
+    :class:`Stopped`), so a signal during a long setup is honoured within a second or two."""
+    N, M, P = cfg.N, cfg.M, cfg.test_size
+    draws = _draw(cfg, streams)
+    generator = np.concatenate([draws.features.T, draws.teacher.T], axis=1) / math.sqrt(cfg.D)
+    latent = _test_latents(cfg, streams, draws.mixture)
+    xi = None
+    if cfg.input_model == "equivalent_gaussian":
+        xi = np.empty((P, N))
+        fill_standard_normal(streams.test_xi, xi)
+    test_inputs = np.empty((P, N), dtype=np.int8 if exact_int8_test_inputs(cfg) else np.float64)
+    test_nu = np.empty((P, M))
+    for start in range(0, P, TEST_CHUNK):
+        if stop is not None and stop.is_set():
+            raise Stopped
+        end = min(start + TEST_CHUNK, P)
+        U = latent[start:end] @ generator
+        test_inputs[start:end] = make_inputs(cfg, U, None if xi is None else xi[start:end])
+        test_nu[start:end] = U[:, N:]
+    test_y = activation_array(test_nu, ACTIVATION_CODES[cfg.g], np.empty_like(test_nu)) @ draws.A
+    return SeedProblem(draws.features, draws.teacher, draws.A, draws.mixture, draws.w, draws.v,
+                       generator, test_inputs, test_nu, test_y,
+                       centred_covariance(test_nu, test_nu))
+
+
+def problem_initial_state(problem: SeedProblem | _Draws) -> HmmInitialState:
+    """The HMM ODE's exact initial state of a built problem (MODEL.md §4.4)."""
+    return spectral_initial_state(problem.features, problem.w, problem.teacher, problem.v,
+                                  problem.A)
+
+
+def initial_state(cfg: SimConfig, seed_index: int | None = None) -> HmmInitialState:
+    """The exact spectral initial state (MODEL.md §4.4) of seed index ``seed_index`` (default
+    ``cfg.first_seed_index``) of ``cfg``, without running it: equal to what a run of ``cfg``
+    stores in /initial_state. Only the streams (s,0) … (s,3) are drawn (no test set)."""
+    s = cfg.first_seed_index if seed_index is None else int(seed_index)
+    return problem_initial_state(_draw(cfg, SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, s)))
