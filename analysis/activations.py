@@ -1,4 +1,4 @@
-"""Activation functions g, folding functions f and the folding coefficients (MODEL.md §2.3–2.4).
+"""Activation functions g, folding functions f and the folding coefficients (docs/model.md §2.3–2.4).
 
 Both the simulator kernels and the ODEs use these definitions. Options travel into the numba
 kernels as small integer codes (``FOLD_CODES``, ``ACTIVATION_CODES``) so that one compiled kernel
@@ -13,7 +13,12 @@ import functools
 import math
 
 import numpy as np
+
 from analysis.jit import kernel
+
+__all__ = ["FOLDS", "ACTIVATIONS", "FOLD_CODES", "ACTIVATION_CODES", "fold", "activation",
+           "activation_derivative", "fold_array", "activation_array", "fold_numpy",
+           "activation_numpy", "folding_coefficients"]
 
 FOLDS = ("sign", "erf", "linear", "relu", "tanh")
 ACTIVATIONS = ("erf", "relu", "linear")
@@ -124,7 +129,7 @@ def _tanh_coefficients() -> tuple[float, float, float]:
 
 @functools.cache
 def folding_coefficients(f: str) -> tuple[float, float, float, float]:
-    """Folding coefficients (a, b, c_f, ζ) of f for u ~ N(0, 1) (MODEL.md §2.4).
+    """Folding coefficients (a, b, c_f, ζ) of f for u ~ N(0, 1) (docs/model.md §2.4).
 
     a = E f(u), b = E[u f(u)], c_f = E[f(u)²], ζ = c_f − a² − b². Closed forms for sign, erf,
     linear and relu; tanh by adaptive quadrature.

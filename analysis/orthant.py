@@ -1,5 +1,5 @@
 """Orthant probabilities P(z_i > 0 for every i) of a centred Gaussian vector in 1 to 4
-dimensions (MODEL.md §5.4), the building block of the ReLU integral I4.
+dimensions (docs/model.md §5.4), the building block of the ReLU integral I4.
 
 For a correlation matrix P:
 
@@ -28,7 +28,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from analysis.jit import theory_kernel
+
+__all__ = [
+    "orthant_probability", "DEFAULT_NODES", "NODES", "WEIGHTS", "gauss_legendre_unit",
+    # kernels the ReLU integrals compile against
+    "clip_unit", "one_minus_square", "orthant_2", "orthant_2_from_arcsine",
+    "orthant_3_from_arcsines", "orthant_4", "partial_correlation_1", "partial_correlation_2",
+]
 
 _TWO_PI = 2.0 * math.pi
 _FOUR_PI = 4.0 * math.pi
@@ -74,13 +82,6 @@ def orthant_3_from_arcsines(a01, a02, a12):
 def orthant_2(r01):
     """P(z₀ > 0, z₁ > 0) = 1/4 + arcsin ρ₀₁ / 2π."""
     return orthant_2_from_arcsine(math.asin(clip_unit(r01)))
-
-
-@theory_kernel()
-def orthant_3(r01, r02, r12):
-    """P(z₀, z₁, z₂ > 0) = 1/8 + (arcsin ρ₀₁ + arcsin ρ₀₂ + arcsin ρ₁₂) / 4π."""
-    return orthant_3_from_arcsines(math.asin(clip_unit(r01)), math.asin(clip_unit(r02)),
-                                   math.asin(clip_unit(r12)))
 
 
 @theory_kernel(inline=True)
@@ -192,6 +193,8 @@ def determinant_4(P):
 SINGULAR_DETERMINANT = 5e-2
 # The near-singular rule applies the Gauss–Legendre rule on ⌈ln(1 + 1/λ_min)/4⌉ equal panels.
 SINGULAR_PANEL_SPAN = 4.0
+#: The smallest eigenvalue the singular rule's map uses (P may be singular to rounding).
+MIN_EIGENVALUE = 1e-16
 
 
 @theory_kernel()
@@ -209,25 +212,37 @@ def orthant_4(P, x, w):
     correlations are formed step by step (:func:`_partial_given_pair`) so that their small
     denominators keep their digits.
     """
-    det = determinant_4(P)
+    if determinant_4(P) >= SINGULAR_DETERMINANT:
+        return _orthant_4_regular(P, x, w)
+    return _orthant_4_singular(P, x, w)
+
+
+@theory_kernel()
+def _orthant_4_regular(P, x, w):
+    """Plackett's reduction for det P ≥ SINGULAR_DETERMINANT: θ = θ_max x(2 − x)."""
     total = 0.0625
-    if det >= SINGULAR_DETERMINANT:
-        for p in range(6):
-            i, j, k, l = _PAIRS[p]
-            rij = P[i, j]
-            if rij == 0.0:
-                continue
-            theta_max = math.asin(clip_unit(rij))
-            rkl, rki, rkj, rli, rlj = P[k, l], P[k, i], P[k, j], P[l, i], P[l, j]
-            acc = 0.0
-            for q in range(x.shape[0]):
-                xq = x[q]
-                s = math.sin(theta_max * xq * (2.0 - xq)) / rij
-                acc += w[q] * (1.0 - xq) * math.asin(
-                    _partial_correlation_path(rij, rkl, rki, rkj, rli, rlj, s))
-            total += theta_max / _EIGHT_PI + theta_max * 2.0 * acc / _FOUR_PI2
-        return total
-    c0 = max(np.linalg.eigvalsh(P)[0], 1e-16)
+    for p in range(6):
+        i, j, k, l = _PAIRS[p]
+        rij = P[i, j]
+        if rij == 0.0:
+            continue
+        theta_max = math.asin(clip_unit(rij))
+        rkl, rki, rkj, rli, rlj = P[k, l], P[k, i], P[k, j], P[l, i], P[l, j]
+        acc = 0.0
+        for q in range(x.shape[0]):
+            xq = x[q]
+            s = math.sin(theta_max * xq * (2.0 - xq)) / rij
+            acc += w[q] * (1.0 - xq) * math.asin(
+                _partial_correlation_path(rij, rkl, rki, rkj, rli, rlj, s))
+        total += theta_max / _EIGHT_PI + theta_max * 2.0 * acc / _FOUR_PI2
+    return total
+
+
+@theory_kernel()
+def _orthant_4_singular(P, x, w):
+    """Plackett's reduction for nearly singular P: the panelled map of :func:`orthant_4`."""
+    total = 0.0625
+    c0 = max(np.linalg.eigvalsh(P)[0], MIN_EIGENVALUE)
     log_ratio = math.log1p(1.0 / c0)
     panels = max(1, math.ceil(log_ratio / SINGULAR_PANEL_SPAN))
     nodes = x.shape[0]
@@ -267,7 +282,7 @@ def orthant_4(P, x, w):
             n_li = s * rli - s2 * rlj * rij
             den = (qkj * qij - n_ki * n_ki) * (qlj * qij - n_li * n_li)
             r = clip_unit((n_kl * qij - n_ki * n_li) / math.sqrt(den)) if den > 0.0 else 0.0
-            acc += weight[m] / math.sqrt(qij) * (0.25 + math.asin(r) / _TWO_PI)
+            acc += weight[m] / math.sqrt(qij) * orthant_2(r)
         acc /= panels
         total += rij * log_ratio * acc / _TWO_PI
     return total
@@ -283,7 +298,9 @@ def orthant_probability_kernel(P, n, x, w):
     if n == 2:
         return orthant_2(P[0, 1])
     if n == 3:
-        return orthant_3(P[0, 1], P[0, 2], P[1, 2])
+        return orthant_3_from_arcsines(math.asin(clip_unit(P[0, 1])),
+                                       math.asin(clip_unit(P[0, 2])),
+                                       math.asin(clip_unit(P[1, 2])))
     return orthant_4(P, x, w)
 
 

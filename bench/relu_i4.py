@@ -1,9 +1,9 @@
-"""Accuracy and cost of the ReLU I4 (MODEL.md §5.4): `python bench/relu_i4.py`.
+"""Accuracy and cost of the ReLU I4 (docs/model.md §5.4): `python bench/relu_i4.py`.
 
 Accuracy: against 30-digit mpmath quadrature (tests/naive.py) on the fixed cases of
 tests/test_relu_i4.py (random, near-degenerate pairs with 1 − |ρ| down to 1e-11, two students
-close to two teachers, nearly singular), as relative error (absolute below 1e-4, as MODEL
-states the goal). Cost: nanoseconds per call inside a compiled loop, by number of distinct
+close to two teachers, nearly singular), as relative error (absolute below 1e-4, as docs/model.md
+§5.4 states the goal). Cost: nanoseconds per call inside a compiled loop, by number of distinct
 fields, for a well-conditioned and a nearly singular covariance, and per 𝓘4 table of one
 K = M = 2 ODE evaluation (30 I4 values).
 """

@@ -1,5 +1,5 @@
 """fastsgd: online SGD of two-layer networks in the hidden manifold model, with Gaussian-mixture
-latents, at the speed of the machine's GEMM (see MODEL.md)."""
+latents, at the speed of the machine's GEMM (see docs/model.md)."""
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""The ``fastsgd`` command line: a thin layer over :func:`fastsgd.simulate` (MODEL.md §8.1).
+"""The ``fastsgd`` command line: a thin layer over :func:`fastsgd.simulate` (docs/model.md §8.1).
 
 Errors in what the user typed end the process with one stderr line and exit code 2; nothing is
 written then. Exit codes: 0 all seeds ok, 1 the output could not be written mid-run (a full

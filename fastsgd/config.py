@@ -1,8 +1,8 @@
-"""The simulation configuration: one frozen dataclass, validated in one place (MODEL.md §8.3).
+"""The simulation configuration: one frozen dataclass, validated in one place (docs/model.md §8.3).
 
 :class:`SimConfig` is the one source of every default (:data:`DEFAULTS` reads them off the
 dataclass for the CLI, the output names and the sweep) and :func:`gaussian_latent` the one
-definition of a cell's Gaussian-latent twin (the floor, MODEL.md §6).
+definition of a cell's Gaussian-latent twin (the floor, docs/model.md §6).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class SimConfig:
-    """Everything that determines a simulation's results (MODEL.md §3.2, §8.3).
+    """Everything that determines a simulation's results (docs/model.md §3.2, §8.3).
 
     Validated on creation; invalid values raise :class:`ConfigError`. Counts accept integral
     floats and strings such as ``1e6`` or ``"1_000_000"``; ``block_size=None`` becomes D, and
@@ -271,7 +271,7 @@ LATENT_LAW_FIELDS = ("m", "alpha", "weights", "block_size", "standardize")
 
 
 def gaussian_latent(cfg: SimConfig, **changes: Any) -> SimConfig:
-    """The Gaussian-latent twin of ``cfg`` (MODEL.md §6, the noise floor): the latent-law
+    """The Gaussian-latent twin of ``cfg`` (docs/model.md §6, the noise floor): the latent-law
     fields reset to their defaults (m = 1, α = 0, uniform weights, B = D, no
     standardization), everything else identical, then ``changes`` applied."""
     return cfg.replace(**{name: DEFAULTS[name] for name in LATENT_LAW_FIELDS}, **changes)

@@ -1,4 +1,4 @@
-"""The HDF5 run file: where it goes, its layout, writer and loader (MODEL.md §8.1–8.2).
+"""The HDF5 run file: where it goes, its layout, writer and loader (docs/model.md §8.1–8.2).
 
 Every dataset is created at full size before the first step (floats filled with NaN), each record
 is written and flushed as it is made, and no dataset records a modification time, so a killed
@@ -96,7 +96,7 @@ def resolve_output(cfg: SimConfig, out, overwrite: bool) -> Path:
 
 
 def record_steps(steps: int, records: int) -> np.ndarray:
-    """Record steps: sorted unique {0} ∪ rint(geomspace(1, steps, records − 1)) (MODEL.md §3.4).
+    """Record steps: sorted unique {0} ∪ rint(geomspace(1, steps, records − 1)) (docs/model.md §3.4).
 
     With records = 2 the one log-spaced point is ``steps`` itself (geomspace would give 1), so
     step 0 and ``steps`` are always included and n_t ≤ records."""
@@ -249,7 +249,7 @@ class RunWriter:
 
 @dataclass
 class Run:
-    """A run file loaded into memory (MODEL.md §8.3). Arrays have a leading seed axis S."""
+    """A run file loaded into memory (docs/model.md §8.3). Arrays have a leading seed axis S."""
 
     path: Path
     config: SimConfig

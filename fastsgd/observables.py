@@ -1,4 +1,4 @@
-"""Observables recorded along a trajectory (MODEL.md §4).
+"""Observables recorded along a trajectory (docs/model.md §4).
 
 - :func:`order_parameters`: the Gaussian-equivalent W, Σ, Q, R (exact functions of the weights).
 - :func:`test_set_statistics`: ε_g by Monte Carlo and the empirical field covariances.
@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from analysis.jit import kernel
 
 from analysis.activations import activation
+from analysis.jit import kernel
 from analysis.ode import HmmInitialState
 
 
@@ -23,7 +23,7 @@ def teacher_overlap(teacher: np.ndarray) -> np.ndarray:
 
 def order_parameters(w: np.ndarray, features: np.ndarray, teacher: np.ndarray, b: float,
                      zeta: float) -> dict[str, np.ndarray]:
-    """Gaussian-equivalent order parameters (MODEL.md §4.1).
+    """Gaussian-equivalent order parameters (docs/model.md §4.1).
 
     W = w wᵀ/N, S = w F/√N (K × D), Σ = S Sᵀ/D, Q = ζ W + b² Σ, R = (b/D) S W̃ᵀ.
     """
@@ -109,7 +109,7 @@ def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean):
 
 def test_set_statistics(lam: np.ndarray, nu: np.ndarray, y: np.ndarray, v: np.ndarray,
                         g_code: int) -> dict[str, np.ndarray | float]:
-    """ε_g by Monte Carlo and the student's empirical field statistics (MODEL.md §4.2–4.3).
+    """ε_g by Monte Carlo and the student's empirical field statistics (docs/model.md §4.2–4.3).
 
     eg_mc = (1/2P) Σ_μ (ŷ^μ − y^μ)² with the noiseless labels y; Q, R the centred covariances
     of (λ, λ) and (λ, ν); lambda_mean the mean of λ. (The teacher is frozen: the (ν, ν)
@@ -125,7 +125,7 @@ def test_set_statistics(lam: np.ndarray, nu: np.ndarray, y: np.ndarray, v: np.nd
 def spectral_initial_state(features: np.ndarray, w: np.ndarray, teacher: np.ndarray,
                            v: np.ndarray, A: np.ndarray, with_omega: bool = True
                            ) -> HmmInitialState:
-    """The HMM ODE's initial state from the seed's exact weights (MODEL.md §4.4).
+    """The HMM ODE's initial state from the seed's exact weights (docs/model.md §4.4).
 
     Ω = FᵀF/N = Σ_τ ρ_τ e_τ e_τᵀ (eigh, ascending); Γ_kτ = S_k·e_τ, ω_nτ = W̃_n·e_τ;
     r^{kn}(ρ_τ) = Γ_kτ ω_nτ, σ^{kl}(ρ_τ) = Γ_kτ Γ_lτ, T̃ = W̃ΩW̃ᵀ/D.

@@ -1,7 +1,7 @@
 """The problem a seed index is built from: features, teacher, latent law, initial weights and
-the fixed test set, drawn in the stream order of MODEL.md §3.3.
+the fixed test set, drawn in the stream order of docs/model.md §3.3.
 
-:func:`initial_state` gives a seed's exact spectral initial state (MODEL.md §4.4) straight from
+:func:`initial_state` gives a seed's exact spectral initial state (docs/model.md §4.4) straight from
 a configuration, without running anything.
 """
 
@@ -81,7 +81,7 @@ def make_inputs(cfg: SimConfig, U: np.ndarray, xi: np.ndarray | None) -> np.ndar
 
 
 def _draw(cfg: SimConfig, streams: SeedStreams) -> _Draws:
-    """F, W̃, A = 1, the mixture, w(0) and v(0) from streams (s,0) … (s,3) (MODEL.md §3.3)."""
+    """F, W̃, A = 1, the mixture, w(0) and v(0) from streams (s,0) … (s,3) (docs/model.md §3.3)."""
     features = streams.features.standard_normal((cfg.N, cfg.D))
     teacher = streams.teacher.standard_normal((cfg.M, cfg.D))
     means, weights = draw_mixture(streams.mixture, cfg.m, cfg.alpha, cfg.D, cfg.weights)
@@ -100,7 +100,7 @@ def _test_latents(cfg: SimConfig, streams: SeedStreams, mixture: Mixture) -> np.
 
 def build_problem(cfg: SimConfig, streams: SeedStreams,
                   stop: threading.Event | None = None) -> SeedProblem:
-    """Draw one seed's fixed quantities in the stream order of MODEL.md §3.3 and its test set.
+    """Draw one seed's fixed quantities in the stream order of docs/model.md §3.3 and its test set.
 
     With ``stop``, the test set's construction checks it between chunks (raising
     :class:`Stopped`), so a signal during a long setup is honoured within a second or two."""
@@ -128,13 +128,13 @@ def build_problem(cfg: SimConfig, streams: SeedStreams,
 
 
 def problem_initial_state(problem: SeedProblem | _Draws) -> HmmInitialState:
-    """The HMM ODE's exact initial state of a built problem (MODEL.md §4.4)."""
+    """The HMM ODE's exact initial state of a built problem (docs/model.md §4.4)."""
     return spectral_initial_state(problem.features, problem.w, problem.teacher, problem.v,
                                   problem.A)
 
 
 def initial_state(cfg: SimConfig, seed_index: int | None = None) -> HmmInitialState:
-    """The exact spectral initial state (MODEL.md §4.4) of seed index ``seed_index`` (default
+    """The exact spectral initial state (docs/model.md §4.4) of seed index ``seed_index`` (default
     ``cfg.first_seed_index``) of ``cfg``, without running it: equal to what a run of ``cfg``
     stores in /initial_state. Only the streams (s,0) … (s,3) are drawn (no test set)."""
     s = cfg.first_seed_index if seed_index is None else int(seed_index)

@@ -1,5 +1,5 @@
 """What a run needs from the machine: usable cores and memory, checked before anything runs
-(MODEL.md §8.1 ``--threads``)."""
+(docs/model.md §8.1 ``--threads``)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def memory_per_seed(cfg: SimConfig) -> int:
     """Peak bytes of one running seed: F and the GEMM operand [F/√D | W̃ᵀ/√D] (plus its float32
     copy in mixed precision), the test set (latents P·D while it is made, inputs P·N at 1 byte
     for int8 sign inputs, ξ for the equivalent Gaussian model), Ω = FᵀF/N with its
-    eigendecomposition, and the chunk buffers. It contains MODEL.md's 8·(N·D + P·N + P·D)."""
+    eigendecomposition, and the chunk buffers. It contains the 8·(N·D + P·N + P·D)."""
     N, D, M, P = cfg.N, cfg.D, cfg.M, cfg.test_size
     input_bytes = 1 if exact_int8_test_inputs(cfg) else 8
     xi = 8 * P * N if cfg.input_model == "equivalent_gaussian" else 0

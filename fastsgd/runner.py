@@ -1,6 +1,6 @@
-"""The runner: trains one seed index from step 0 to ``steps`` and records it (MODEL.md §3–§4).
+"""The runner: trains one seed index from step 0 to ``steps`` and records it (docs/model.md §3–§4).
 
-Per generation block (MODEL.md §3.3): draw GEN_BLOCK latents, one GEMM C·[F/√D | W̃ᵀ/√D] for
+Per generation block (docs/model.md §3.3): draw GEN_BLOCK latents, one GEMM C·[F/√D | W̃ᵀ/√D] for
 the pre-folding inputs and teacher fields, then :func:`fastsgd.sgd.sgd_steps` over the block's
 rows, stopping at each record step to take the observables (:func:`take_record`).
 """
@@ -31,7 +31,7 @@ GEN_BLOCK = 256
 
 def take_record(cfg: SimConfig, problem: SeedProblem, w: np.ndarray, v: np.ndarray
                 ) -> dict[str, np.ndarray | float]:
-    """All observables of one record (MODEL.md §4) for the current weights."""
+    """All observables of one record (docs/model.md §4) for the current weights."""
     _, b, _, zeta = folding_coefficients(cfg.f)
     ops = order_parameters(w, problem.features, problem.teacher, b, zeta)
     T = teacher_overlap(problem.teacher)
@@ -151,7 +151,7 @@ class SeedRunner:
                     return self._finish(w, v, "diverged", block_start + bad)
                 step = stop_at
                 records.take_if_due(step)
-            if not (all_finite(w) and all_finite(v)):  # once per block (MODEL.md §3.4)
+            if not (all_finite(w) and all_finite(v)):  # once per block (docs/model.md §3.4)
                 return self._finish(w, v, "diverged", step)
             if self.progress is not None:
                 self.progress.update(block_stop - block_start)

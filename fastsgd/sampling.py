@@ -1,4 +1,4 @@
-"""Latent sampling: Gaussian mixtures, block labels and standardization (MODEL.md §2.1–2.2).
+"""Latent sampling: Gaussian mixtures, block labels and standardization (docs/model.md §2.1–2.2).
 
 The Python functions here compute the per-seed mixture constants (means, weights, exact moments,
 whitening factors); the kernel :func:`sample_mixture_latent` draws a block of latents from the
@@ -23,7 +23,7 @@ STD_NONE, STD_SAMPLE, STD_POPULATION, STD_WHITEN = (STANDARDIZE_CODES[name]
 
 @dataclass(frozen=True)
 class Mixture:
-    """Constants of one seed's latent law (MODEL.md §2.1).
+    """Constants of one seed's latent law (docs/model.md §2.1).
 
     Attributes
     ----------
@@ -62,7 +62,7 @@ class Mixture:
 
 def draw_mixture(rng: np.random.Generator, m: int, alpha: float, D: int,
                  weights: str | tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Means and weights from the mixture stream (s,2), in the order of MODEL.md §3.3.
+    """Means and weights from the mixture stream (s,2), in the order of docs/model.md §3.3.
 
     μ = uniform(−α, α, (m, D)); then p = dirichlet(ones(m)) if weights = "dirichlet", otherwise
     p_i = 1/m (uniform) or the explicit weights normalised by their sum.
@@ -85,7 +85,7 @@ def block_factor(block_means: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def mixture_moments(means: np.ndarray, weights: np.ndarray, block_size: int) -> Mixture:
-    """Exact moments and whitening factors of the block mixture (MODEL.md §2.1–2.2).
+    """Exact moments and whitening factors of the block mixture (docs/model.md §2.1–2.2).
 
     Whitening per block: with the thin SVD V_b = U_b diag(s_b) Z_bᵀ,
     Σ_b^{−1/2} = I_B + U_b diag((1 + s_b²)^{−1/2} − 1) U_bᵀ.
@@ -111,7 +111,7 @@ def mixture_moments(means: np.ndarray, weights: np.ndarray, block_size: int) -> 
 # Reassociation vectorises the whitening projections (analysis/jit.py).
 @kernel(reassociate=True)
 def standardize_latent(c, code, mean, inv_std, whiten_vectors, whiten_shifts, scratch):
-    """Standardize one latent c (D,) in place (MODEL.md §2.2).
+    """Standardize one latent c (D,) in place (docs/model.md §2.2).
 
     sample:     c ← (c − c̄)/s over the sample's own coordinates, 1/D normalisation.
     population: c_r ← (c_r − μ̄_r)/s_r.
@@ -158,7 +158,7 @@ def sample_mixture_latent(rng_latent, rng_labels, out, means, cumulative_weights
 
     Per sample: z = standard_normal(D) from the latent stream; if m > 1, one label per block,
     J_b = min(searchsorted(cumsum(p), u_b, side="right"), m − 1) with u_b = random() from the
-    label stream; c_r = μ_{J_b, r} + z_r; then standardization (MODEL.md §2.1–2.2).
+    label stream; c_r = μ_{J_b, r} + z_r; then standardization (docs/model.md §2.1–2.2).
     ``out`` may be float32 (mixed precision): the latent is built in float64 and rounded once.
     """
     n, D = out.shape

@@ -1,4 +1,4 @@
-"""The per-sample online SGD kernel (MODEL.md §3.1).
+"""The per-sample online SGD kernel (docs/model.md §3.1).
 
 One generation block holds, per sample, the pre-folding inputs u = F c/√D and the teacher fields
 ν = W̃ c/√D (one row of the GEMM C·[F/√D | W̃ᵀ/√D]). :func:`sgd_steps` folds each row and runs one
@@ -23,7 +23,7 @@ INPUT_MODELS = ("hmm", "equivalent_gaussian")
 INPUT_MODEL_CODES = {name: code for code, name in enumerate(INPUT_MODELS)}
 INPUT_HMM, INPUT_EQUIVALENT_GAUSSIAN = (INPUT_MODEL_CODES[name] for name in INPUT_MODELS)
 
-#: |ŷ| above this bound counts as divergence (MODEL.md §3.4).
+#: |ŷ| above this bound counts as divergence (docs/model.md §3.4).
 DIVERGENCE_BOUND = 1e8
 
 

@@ -2,7 +2,7 @@
 
 Each seed index runs in its own thread (:class:`fastsgd.runner.SeedRunner`) with one BLAS
 thread; the kernels release the GIL, so seeds run truly in parallel and every seed's
-floating-point order is fixed whatever the thread count (MODEL.md §3.3).
+floating-point order is fixed whatever the thread count (docs/model.md §3.3).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class WriteError(OSError):
 
 def simulate(cfg: SimConfig, out=None, overwrite: bool = False, threads: int | None = None,
              progress: bool = False, command_line: str | None = None) -> io.Run:
-    """Run the simulation of ``cfg`` and write it to an HDF5 file (MODEL.md §8.2).
+    """Run the simulation of ``cfg`` and write it to an HDF5 file (docs/model.md §8.2).
 
     Parameters
     ----------

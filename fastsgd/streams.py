@@ -1,4 +1,4 @@
-"""Random streams of one seed index (MODEL.md §3.3).
+"""Random streams of one seed index (docs/model.md §3.3).
 
 Every stream is ``Generator(PCG64(SeedSequence(entropy, spawn_key=key)))``: the same child that
 ``SeedSequence(entropy).spawn`` gives at that position, so each purpose has its own stream and

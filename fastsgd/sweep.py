@@ -1,5 +1,5 @@
 """Parameter sweeps on Dask: GRID.toml → one run file per cell, its ODE, its floor and
-reference runs, the deviations and the universality verdict in DIR/summary.csv (MODEL.md §6,
+reference runs, the deviations and the universality verdict in DIR/summary.csv (docs/model.md §6,
 §8.1 `fastsgd sweep`).
 
 Every task is a pure function of its configuration that writes its own files (under a temporary
@@ -210,7 +210,7 @@ def _columns(prefix: str, agg: Aggregate | None) -> dict:
 
 
 def _cell_row(cell: Cell, out: Path, results: dict) -> dict:
-    """The summary columns of one finished cell (MODEL.md §8.1 summary.csv)."""
+    """The summary columns of one finished cell (docs/model.md §8.1 summary.csv)."""
     by_ode = _ode_comparison(results[cell.job.name], results[cell.floor.name])
     by_reference = _reference_comparison(cell, out)
     mode, chosen = ("ode", by_ode) if by_ode is not None else ("reference", by_reference)
@@ -230,7 +230,7 @@ def _cell_row(cell: Cell, out: Path, results: dict) -> dict:
 
 
 def summarise(cells: list[Cell], out: Path, results: dict, failures: dict) -> list[dict]:
-    """One row per cell (MODEL.md §8.1 summary.csv): deviations from the ODE and from the
+    """One row per cell (docs/model.md §8.1 summary.csv): deviations from the ODE and from the
     Gaussian reference run, the floor's, the verdict (ODE mode where an ODE applies, else
     reference mode), the order-parameter deviations, the paired difference and Holm's verdict."""
     rows = []

@@ -1,5 +1,5 @@
 """A run against its theory: the one API behind ``fastsgd ode``, ``fastsgd compare`` and the
-sweep (MODEL.md §6, §8.1).
+sweep (docs/model.md §6, §8.1).
 
 A theory is one of three (:class:`TheoryCurves`, chosen by :func:`theory_for`): the ODE of every
 seed integrated on the fly, an ODE file written by ``fastsgd ode``, or a reference run paired by
@@ -25,10 +25,10 @@ from analysis.ode import Trajectory, integrate_hmm
 from fastsgd.io import OutputExistsError, Run, RunFileError
 from fastsgd.sgd import INPUT_MODELS
 
-#: The ODE's default step and method (the published integrators' semantics, MODEL.md §5.5).
+#: The ODE's default step and method (the published integrators' semantics, docs/model.md §5.5).
 DEFAULT_DT = 0.01
 DEFAULT_METHOD = "euler"
-#: The deviation window's default start (MODEL.md §6).
+#: The deviation window's default start (docs/model.md §6).
 DEFAULT_T_MIN = 0.1
 #: The quantities whose deviation is reported, and the one the verdict uses.
 QUANTITIES = ("eg_mc", "eg", "Q", "R", "v", "empirical/Q", "empirical/R")
@@ -41,7 +41,7 @@ class TheoryUnavailable(ValueError):
 
 
 def check_ode_applies(config) -> None:
-    """Refuse, naming the option, what the HMM ODE cannot honour (MODEL.md §8.1)."""
+    """Refuse, naming the option, what the HMM ODE cannot honour (docs/model.md §8.1)."""
     a = folding_coefficients(config.f)[0]
     if a != 0.0:
         raise TheoryUnavailable(
@@ -89,7 +89,7 @@ def integrate_run(run, seed_positions=None, *, dt: float = DEFAULT_DT,
 def write_ode_file(path, run, seed_positions, trajectories, *, dt: float, method: str,
                    overwrite: bool = False) -> Path:
     """ODE.h5: the run's root attributes plus ``ode`` (JSON), /seed_index, /t, /Q /W /Sigma,
-    /R, /v, /eg, /T, /A, /status (MODEL.md §8.1)."""
+    /R, /v, /eg, /T, /A, /status (docs/model.md §8.1)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(path)
@@ -200,7 +200,7 @@ def same_theory_for(other, theory: TheoryCurves) -> TheoryCurves:
 
 def deviations(run, theory: TheoryCurves, *, t_min: float = DEFAULT_T_MIN,
                t_max: float | None = None) -> dict[str, np.ndarray]:
-    """Per-seed deviations d_s of every quantity (MODEL.md §6); NaN for a seed that diverged
+    """Per-seed deviations d_s of every quantity (docs/model.md §6); NaN for a seed that diverged
     or whose reference is unusable."""
     usable = np.array([s != "diverged" for s in run.status]) & theory.valid
     window = dict(t_min=t_min, t_max=t_max)
@@ -235,7 +235,7 @@ class Comparison:
     ``cell`` and ``floor`` hold per-seed deviations d_s of every quantity (NaN where a seed
     diverged or its theory failed); ``table`` and ``floor_table`` their mean ± s.e.m.;
     ``verdict`` the universality verdict of the ε_g deviation (eg_mc) against the floor
-    (MODEL.md §6), None without a floor.
+    (docs/model.md §6), None without a floor.
     """
 
     cell: dict[str, np.ndarray]

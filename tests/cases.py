@@ -1,4 +1,4 @@
-"""A pairwise covering set of kernel options (MODEL.md §7.1)."""
+"""A pairwise covering set of kernel options (docs/model.md §7.1)."""
 
 from __future__ import annotations
 

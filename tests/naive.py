@@ -1,4 +1,4 @@
-"""Plain NumPy reference of MODEL.md, one sample per step, equation by equation.
+"""Plain NumPy reference of docs/model.md, one sample per step, equation by equation.
 
 Independent of the fast code paths: no numba, no GEMM blocks, its own mixture moments, whitening
 (by eigendecomposition), order parameters and closed-form ε_g. Only the stream construction
@@ -49,7 +49,7 @@ def g_prime(z, g):
     return np.ones_like(z)
 
 
-FOLD_COEFFS = {  # (a, b, c_f) for u ~ N(0, 1), MODEL.md §2.4
+FOLD_COEFFS = {  # (a, b, c_f) for u ~ N(0, 1), docs/model.md §2.4
     "sign": (0.0, math.sqrt(2 / math.pi), 1.0),
     "erf": (0.0, 1 / math.sqrt(math.pi), 1 / 3),
     "linear": (0.0, 1.0, 1.0),
@@ -70,7 +70,7 @@ def fold_coeffs(f):
 
 
 def i2_matrix(C, g):
-    """E[g(z_a) g(z_b)] for all pairs, from the formulas of MODEL.md §5.3–5.4."""
+    """E[g(z_a) g(z_b)] for all pairs, from the formulas of docs/model.md §5.3–5.4."""
     d = np.diag(C)
     if g == "erf":
         return 2 / np.pi * np.arcsin(C / np.sqrt(np.outer(1 + d, 1 + d)))
@@ -86,7 +86,7 @@ def i2_matrix(C, g):
 
 
 class Latents:
-    """Mixture latents with their own moments and whitening (MODEL.md §2.1–2.2)."""
+    """Mixture latents with their own moments and whitening (docs/model.md §2.1–2.2)."""
 
     def __init__(self, cfg, means, p):
         self.cfg, self.means, self.p = cfg, means, p
@@ -180,7 +180,7 @@ def simulate(cfg, seed_index=0, trace=False):
                 "empirical/lambda_mean": lam.mean(0)}
 
     log_points = (np.geomspace(1, cfg.steps, cfg.records - 1) if cfg.records > 2
-                  else np.array([cfg.steps]))  # one point: the last step (MODEL.md §3.4)
+                  else np.array([cfg.steps]))  # one point: the last step (docs/model.md §3.4)
     grid = np.unique(np.concatenate([[0], np.rint(log_points)]).astype(np.int64))
     records = {}
     r_lat, r_lab = gen(ent, s, 4, 0), gen(ent, s, 4, 1)
@@ -225,7 +225,7 @@ def simulate(cfg, seed_index=0, trace=False):
 def relu_i4_mp(C, dps: int = 30):
     """E[Θ(z₀)Θ(z₁) relu(z₂) relu(z₃)], z ~ N(0, C), in mpmath arithmetic (``dps`` digits).
 
-    Written from MODEL.md §5.4 on the covariance itself (no standardisation, no merging of
+    Written from docs/model.md §5.4 on the covariance itself (no standardisation, no merging of
     nearly equal fields): Stein's lemma E[z_a h(z)] = Σ_i C_ai E[∂_i h], conditioning by
     C → C − C_·i C_i·/C_ii, and Plackett's identity integrated in t ∈ [0, 1] along
     I + t(P − I) with mpmath's tanh-sinh quadrature (no substitution). Only identical fields
@@ -303,7 +303,7 @@ def relu_i4_mp(C, dps: int = 30):
 # ---------------------------------------------------------------- i.i.d. inputs (Saad–Solla)
 def simulate_iid(N, K, M, lr, g, t_max, n_records, seed):
     """Online SGD on x ~ N(0, I_N), y = Σ_m g(W̃_m·x/√N) (A = 1), student v = 1 fixed, with
-    MODEL.md §3.1's update and time t = steps/N. Returns t, Q, R (n_records rows) and T; the
+    docs/model.md §3.1's update and time t = steps/N. Returns t, Q, R (n_records rows) and T; the
     initial weights are w ~ N(0, 1), W̃ ~ N(0, 1)."""
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(K, N))

@@ -1,4 +1,4 @@
-"""The ``fastsgd simulate`` command line and SimConfig validation (MODEL.md §8.1, §8.2, §8.3).
+"""The ``fastsgd simulate`` command line and SimConfig validation (docs/model.md §8.1, §8.2, §8.3).
 
 Every simulation here is tiny (N = 32, D = 16, 300 steps, 200 test samples, 5 records), so the
 module runs in a few seconds. Bad input must end with exit code 2, exactly one stderr line that
@@ -180,7 +180,7 @@ def test_bad_input_refused_without_writing(extra, fragments, with_out, tmp_path,
 
 @pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="memory check reads /proc/meminfo")
 def test_run_that_cannot_fit_in_memory_is_refused_up_front(tmp_path, monkeypatch, capsys):
-    # N·D = 1e14 doubles: refused with the figure before any allocation or file (MODEL §8.1).
+    # N·D = 1e14 doubles: refused with the figure before any allocation or file (docs/model.md §8.1).
     monkeypatch.chdir(tmp_path)
     code, stdout, err = run_main(capsys, simulate_args("-N", "1e7", "-D", "1e7"))
     assert code == 2
@@ -301,7 +301,7 @@ def test_option_names_set_the_right_fields(extra, expected, tmp_path, capsys):
 
 
 def test_case_sensitive_option_names_are_not_aliases(tmp_path, capsys):
-    # -m (short, lower case) and --M are not declared: only -M and --m exist (MODEL §8.1).
+    # -m (short, lower case) and --M are not declared: only -M and --m exist (docs/model.md §8.1).
     for extra in (["-m", "2"], ["--M", "2"], ["--n", "40"]):
         code, _, err = run_main(capsys, simulate_args(*extra, "--out", str(tmp_path / "x.h5")))
         assert code == 2, extra
@@ -315,7 +315,7 @@ def test_first_layer_only(tmp_path, capsys):
     assert code == 0, err
     run = fastsgd.load(out)
     assert run.config.train_second_layer is False
-    np.testing.assert_array_equal(run.v, 1.0)        # v = 1 fixed (MODEL §3.2)
+    np.testing.assert_array_equal(run.v, 1.0)        # v = 1 fixed (docs/model.md §3.2)
     np.testing.assert_array_equal(run.final_v, 1.0)
     assert not np.allclose(run.final_w, 0)
 

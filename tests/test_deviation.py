@@ -1,4 +1,4 @@
-"""Deviation metrics and the universality verdict (MODEL.md §6).
+"""Deviation metrics and the universality verdict (docs/model.md §6).
 
 eg_deviation: d = (1/n) Σ_i |ln ε_sim(t_i) − ℓ_ref(t_i)|, ℓ_ref = ln ε_ref interpolated linearly
 in ln t, over the simulation's record times with t_min ≤ t_i ≤ t_max inside the reference's range;

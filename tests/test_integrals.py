@@ -1,11 +1,11 @@
-"""Gaussian integrals, closed-form ε_g and folding coefficients (MODEL.md §2.3–2.4, §4.3, §5.3–5.4,
+"""Gaussian integrals, closed-form ε_g and folding coefficients (docs/model.md §2.3–2.4, §4.3, §5.3–5.4,
 §7 check 2).
 
 Every closed form is checked against Monte Carlo (2·10⁶ samples per covariance, fixed seeds,
 tolerance 5 standard errors estimated from the same samples) on random covariances with repeated
 indices, the erf forms against deterministic Gauss–Hermite quadrature to 1e-10, and the folding
 table against adaptive quadrature to 1e-9. The references below use only numpy/scipy and the
-formulas of MODEL.md, never the code under test.
+formulas of docs/model.md, never the code under test.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 # ---------------------------------------------------------------------------------------------
-# Plain references of MODEL.md §2.3 (independent of analysis.activations)
+# Plain references of docs/model.md §2.3 (independent of analysis.activations)
 # ---------------------------------------------------------------------------------------------
 
 def g_ref(z: np.ndarray, g: str) -> np.ndarray:
@@ -332,7 +332,7 @@ def _order_parameters(K: int, M: int, seed: int):
 
 
 def eg_explicit(Q, R, T, v, A, g):
-    """ε_g of MODEL.md §4.3 as explicit double sums."""
+    """ε_g of docs/model.md §4.3 as explicit double sums."""
     K, M = len(v), len(A)
     if g == "linear":
         return 0.5 * (v @ Q @ v + A @ T @ A - 2.0 * v @ R @ A)
@@ -359,7 +359,7 @@ def eg_explicit(Q, R, T, v, A, g):
 
 
 def i2_relu_arctan(C: np.ndarray) -> float:
-    """Second ReLU I2 expression of MODEL.md §5.4 (arctan form), for non-degenerate C."""
+    """Second ReLU I2 expression of docs/model.md §5.4 (arctan form), for non-degenerate C."""
     det = C[0, 0] * C[1, 1] - C[0, 1] ** 2
     return (math.sqrt(det) + C[0, 1] * (math.pi / 2 + math.atan(C[0, 1] / math.sqrt(det)))) / (2 * math.pi)
 
@@ -435,7 +435,7 @@ def _scalar_fold(f: str):
     return lambda u: float(fold_ref(np.float64(u), f))
 
 
-# The printed table of MODEL.md §2.4 (exact expressions where given, else the printed decimals).
+# The printed table of docs/model.md §2.4 (exact expressions where given, else the printed decimals).
 FOLDING_TABLE = {
     "sign": (0.0, math.sqrt(2 / math.pi), 1.0, 1 - 2 / math.pi),
     "erf": (0.0, 1 / math.sqrt(math.pi), 1 / 3, 1 / 3 - 1 / math.pi),

@@ -1,4 +1,4 @@
-"""The fast path against the NumPy reference (tests/naive.py), MODEL.md §7.1.
+"""The fast path against the NumPy reference (tests/naive.py), docs/model.md §7.1.
 
 Fed identical streams, the kernel and the reference agree in float64 after every one of the first
 steps (w, v, λ, ŷ) and at every record (every recorded observable), within

@@ -1,6 +1,6 @@
 """Observables: Gaussian equivalence at finite size, the spectral initial state, divergence.
 
-MODEL.md §4, §7.9: for a Gaussian latent the Gaussian-equivalent Q, R, T equal the field
+docs/model.md §4, §7.9: for a Gaussian latent the Gaussian-equivalent Q, R, T equal the field
 covariances that the test set measures, and the closed-form ε_g the Monte Carlo one, within their
 sampling error; the spectral state's identities hold to 1e-12.
 """

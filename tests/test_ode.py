@@ -1,4 +1,4 @@
-"""The ODEs (MODEL.md §5, §7 checks 3 and 10): the published reference digit by digit, the
+"""The ODEs (docs/model.md §5, §7 checks 3 and 10): the published reference digit by digit, the
 linear exact limits, RK4 against fine Euler, the integrator semantics, and the HMM code path
 against the reduced linear bracket."""
 
@@ -162,7 +162,7 @@ def test_scm_linear_matches_matrix_exponential_and_euler_power():
 
 
 def hmm_linear_reduced_rhs(state, r, sig, W, lr, delta, b, zeta, c_f):
-    """The reduced linear bracket (MODEL.md §5.2 notes), v fixed, written out directly."""
+    """The reduced linear bracket (docs/model.md §5.2 notes), v fixed, written out directly."""
     v, A, T, rho = state.v, state.A, state.T, state.rhos
     d = zeta * delta + b * b * rho
     Sigma = sig.mean(axis=2)

@@ -1,4 +1,4 @@
-"""The ReLU I4 (MODEL.md §5.4): orthant probabilities, the Stein reduction and the Plackett
+"""The ReLU I4 (docs/model.md §5.4): orthant probabilities, the Stein reduction and the Plackett
 quadrature, against arbitrary-precision quadrature (tests/naive.py, mpmath), exact special
 cases and node doubling. Monte Carlo checks of every pattern of repeated indices are in
 tests/test_integrals.py."""
@@ -15,7 +15,7 @@ from analysis.integrals import I2, I4, J2, MERGE_CORRELATION
 from analysis.orthant import orthant_probability
 from naive import relu_i4_mp
 
-REL, ABS_SMALL = 1e-8, 1e-12  # MODEL.md §5.4: relative 1e-8, absolute 1e-12 below 1e-4
+REL, ABS_SMALL = 1e-8, 1e-12  # docs/model.md §5.4: relative 1e-8, absolute 1e-12 below 1e-4
 
 
 def assert_accurate(value, ref, what=""):
@@ -147,7 +147,7 @@ def test_zero_variance_fields_give_zero_and_the_limit_is_continuous():
 def test_merging_identical_fields_is_continuous():
     """Identical fields are merged; fields only nearly identical are not, down to the last
     digits of ρ: a merged field would stand in for one whose correlations with the others differ
-    by √(2(1 − ρ)) (1.4e-6 at MODEL's suggested threshold 1 − 1e-12)."""
+    by √(2(1 − ρ)) (1.4e-6 at the external specification's threshold 1 − 1e-12, docs/model.md §5.4)."""
     rng = np.random.default_rng(21)
     C = random_cov(rng)
     same = C.copy()

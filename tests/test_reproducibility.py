@@ -1,4 +1,4 @@
-"""Reproducibility and common random numbers (MODEL.md §3.3, §7.8)."""
+"""Reproducibility and common random numbers (docs/model.md §3.3, §7.8)."""
 
 from __future__ import annotations
 

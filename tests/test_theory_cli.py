@@ -1,4 +1,4 @@
-"""``fastsgd ode`` and ``fastsgd compare``: a run against its theory (MODEL.md §8.1, §6, §5.5).
+"""``fastsgd ode`` and ``fastsgd compare``: a run against its theory (docs/model.md §8.1, §6, §5.5).
 
 The runs are tiny (N = 64, D = 32, 3000 steps, 20 records, 300 test samples, 3 seeds) and made
 once per module. Each command goes through :func:`fastsgd.cli.main`, which returns the exit

@@ -1,7 +1,7 @@
-"""The Gaussian ODE against the simulator (MODEL.md §7 checks 4 and 5).
+"""The Gaussian ODE against the simulator (docs/model.md §7 checks 4 and 5).
 
 Gaussian latent, sign/erf, δ = 0.5, K = M = 2, η = 0.2. The ε_g deviation d (mean |Δ ln ε_g|
-over log-spaced times, MODEL.md §6) shrinks like N^{-1/2}: measured over 3 seed sets of 3 seeds
+over log-spaced times, docs/model.md §6) shrinks like N^{-1/2}: measured over 3 seed sets of 3 seeds
 at t ≤ 50, d̄ = 0.034–0.057 at N = 250 and 0.019–0.027 at N = 1000 (the test set's own Monte
 Carlo error, ~1/√10⁴ per point, is part of it). The default-run bound at N = 1000, 0.06, is
 twice the N^{-1/2} extrapolation from N = 250 (c ≈ 0.9/√N), so a real error in the theory or
