@@ -1,6 +1,6 @@
 """Deviation between a simulation and its theory, aggregated over seeds, and the universality
 verdict with its statistics: combined s.e.m., z, one-sided p and Holm's correction over cells
-(MODEL.md §6)."""
+(docs/model.md §6)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def _eg_deviation_one(t, eg_sim, t_ref, eg_ref, t_min, t_max, eg_min) -> float:
 
 def eg_deviation(t, eg_sim, t_ref, eg_ref, *, t_min: float = 0.1, t_max: float | None = None,
                  eg_min: float = 1e-12):
-    """Mean absolute log-ratio of two ε_g curves over the simulation's record times (MODEL.md §6).
+    """Mean absolute log-ratio of two ε_g curves over the simulation's record times (docs/model.md §6).
 
     d = (1/n) Σ_i |ln ε_sim(t_i) − ℓ_ref(t_i)|, ℓ_ref = ln ε_ref interpolated linearly in ln t,
     both curves floored at ``eg_min``; points with t_min ≤ t_i ≤ t_max inside the reference's
@@ -101,7 +101,7 @@ def op_deviation(t, X_sim, t_ref, X_ref, *, per_seed: bool = False, t_min: float
                  t_max: float | None = None):
     """Mean relative Frobenius distance ‖X_sim − X_ref‖_F/‖X_ref‖_F over the window of
     :func:`eg_deviation`, X_ref interpolated entrywise linearly in ln t; points with
-    ‖X_ref‖_F < 1e-12 skipped (MODEL.md §6).
+    ‖X_ref‖_F < 1e-12 skipped (docs/model.md §6).
 
     X_sim is (n, ...) and gives a float, or with ``per_seed`` (S, n, ...) and gives an (S,)
     array; X_ref is (n_ref, ...), or (S, n_ref, ...) for one reference per seed.
@@ -148,7 +148,7 @@ def aggregate(d) -> Aggregate:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The universality verdict of one cell against its Gaussian floor (MODEL.md §6).
+    """The universality verdict of one cell against its Gaussian floor (docs/model.md §6).
 
     ``combined_sem`` = √(sem_cell² + sem_floor²), ``z`` = (d̄_cell − d̄_floor)/combined_sem and
     ``p_one_sided`` = P(Z > z) for a standard normal Z (the input of :func:`holm`); the paired
