@@ -263,17 +263,22 @@ def write_summary(rows: list[dict], path: Path) -> None:
                              for k, v in row.items()})
 
 
+#: Environment of a local cluster's workers: one thread each for Numba, OpenMP and BLAS.
+SINGLE_THREAD_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                     "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: allowed-failures = 1: a task whose worker dies twice is failed, not retried forever.
+#: worker-saturation = 1: a one-thread worker holds only the task it runs, so a worker's death
+#: counts against that task alone, never against one queued behind it.
+DASK_SETTINGS = {"distributed.scheduler.allowed-failures": 1,
+                 "distributed.scheduler.worker-saturation": 1.0}
+
+
 def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None = None,
           echo=print, task=run_job) -> list[dict]:
     """Run every cell of GRID.toml (and its floor and reference runs) on Dask and write
     DIR/summary.csv; returns its rows. Finished runs (identical config, every status ok or
     diverged) are skipped; a task whose worker dies is retried once, then marked failed.
     ``task`` is the function run per simulation (default :func:`run_job`)."""
-    import dask
-    from dask.distributed import Client, LocalCluster, as_completed
-
-    from fastsgd.resources import usable_cores
-
     cells, ode = read_grid(grid_path)
     out = Path(out)
     if not out.parent.is_dir():
@@ -284,45 +289,51 @@ def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None =
         for job in (cell.job, cell.floor, cell.reference):
             jobs.setdefault(job.name, job)
     todo = [job for job in jobs.values() if not _finished(job.path(out), job.config)]
-    results, failures = {}, {}
-    for job in jobs.values():
-        if job not in todo:
-            results[job.name] = json.loads(job.path(out).with_suffix(".json").read_text())
+    results = {job.name: json.loads(job.path(out).with_suffix(".json").read_text())
+               for job in jobs.values() if job not in todo}
     echo(f"{len(cells)} cell(s), {len(jobs)} run(s): {len(jobs) - len(todo)} finished, "
          f"{len(todo)} to do")
+    failures: dict[str, str] = {}
     if todo:
-        single_thread = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-                         "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        # allowed-failures = 1: a task whose worker dies twice is failed, not retried forever.
-        # worker-saturation = 1: a one-thread worker holds only the task it runs, so a worker's
-        # death counts against that task alone, never against one queued behind it.
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1,
-                              "distributed.scheduler.worker-saturation": 1.0}):
-            if scheduler:
-                client, cluster = Client(scheduler), None
-            else:
-                n = workers or usable_cores()
-                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, env=single_thread)
-                client = Client(cluster)
-            try:
-                futures = {client.submit(task, job.config.to_json(), str(job.path(out)),
-                                         ode, key=f"fastsgd-{job.name}", pure=False): job
-                           for job in todo}
-                for done, future in enumerate(as_completed(futures), start=1):
-                    job = futures[future]
-                    try:
-                        results[job.name] = future.result()
-                        state = ",".join(sorted(set(results[job.name]["status"])))
-                    except Exception as exc:  # a killed worker, or an error in the task
-                        failures[job.name] = f"{type(exc).__name__}: {exc}"
-                        state = "FAILED"
-                    echo(f"[{done}/{len(todo)}] {job.kind} {job.name}: {state}")
-            finally:
-                client.close()
-                if cluster is not None:
-                    cluster.close()
+        _run_on_dask(todo, out, ode, task, results, failures, scheduler=scheduler,
+                     workers=workers, echo=echo)
     rows = summarise(cells, out, results, failures)
     write_summary(rows, out / "summary.csv")
     echo(f"wrote {out / 'summary.csv'}")
     return rows
+
+
+def _run_on_dask(todo: list[Job], out: Path, ode: dict, task, results: dict, failures: dict,
+                 *, scheduler: str | None, workers: int | None, echo) -> None:
+    """Run ``task`` for every job on a local cluster or the one at ``scheduler``; each job's
+    sidecar goes into ``results``, each failure's message into ``failures``."""
+    import dask
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    from fastsgd.resources import usable_cores
+
+    with dask.config.set(DASK_SETTINGS):
+        if scheduler:
+            client, cluster = Client(scheduler), None
+        else:
+            cluster = LocalCluster(n_workers=workers or usable_cores(), threads_per_worker=1,
+                                   processes=True, dashboard_address=None,
+                                   env=SINGLE_THREAD_ENV)
+            client = Client(cluster)
+        try:
+            futures = {client.submit(task, job.config.to_json(), str(job.path(out)), ode,
+                                     key=f"fastsgd-{job.name}", pure=False): job
+                       for job in todo}
+            for done, future in enumerate(as_completed(futures), start=1):
+                job = futures[future]
+                try:
+                    results[job.name] = future.result()
+                    state = ",".join(sorted(set(results[job.name]["status"])))
+                except Exception as exc:  # a killed worker, or an error in the task
+                    failures[job.name] = f"{type(exc).__name__}: {exc}"
+                    state = "FAILED"
+                echo(f"[{done}/{len(todo)}] {job.kind} {job.name}: {state}")
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
