@@ -2,7 +2,9 @@
 
 Independent of the fast code paths: no numba, no GEMM blocks, its own mixture moments, whitening
 (by eigendecomposition), order parameters and closed-form ε_g. Only the stream construction
-(SeedSequence spawn keys) is shared by definition.
+(SeedSequence spawn keys) is shared by definition. It also holds the test suite's one plain
+definition of the folds f, the activations g and their derivatives g′ (§2.3: ``fold``, ``g_act``,
+``g_prime``), which every test uses as its reference.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ def gen(entropy, *key):
 
 
 def fold(u, f):
+    """The folding function x = f(u) of docs/model.md §2.3, elementwise; NaN stays NaN."""
     if f == "sign":
         return np.sign(u)
     if f == "erf":
-        return erf(u / SQRT2)
+        return erf(np.asarray(u, dtype=np.float64) / SQRT2)
     if f == "linear":
-        return u.copy()
+        return np.array(u, dtype=np.float64)
     if f == "relu":
         return np.maximum(u, 0.0)
     if f == "tanh":
@@ -34,19 +37,27 @@ def fold(u, f):
 
 
 def g_act(z, g):
+    """The activation g(z) of docs/model.md §2.3, elementwise; NaN stays NaN."""
     if g == "erf":
-        return erf(z / SQRT2)
+        return erf(np.asarray(z, dtype=np.float64) / SQRT2)
     if g == "relu":
         return np.maximum(z, 0.0)
-    return np.asarray(z, dtype=float).copy()
+    if g == "linear":
+        return np.array(z, dtype=np.float64)
+    raise ValueError(g)
 
 
 def g_prime(z, g):
+    """The derivative g'(z) of docs/model.md §2.3 (relu: Θ(z), 0 at 0), elementwise; NaN stays
+    NaN."""
+    z = np.asarray(z, dtype=np.float64)
     if g == "erf":
         return math.sqrt(2.0 / math.pi) * np.exp(-z * z / 2.0)
     if g == "relu":
-        return np.where(np.isnan(z), np.nan, (z > 0).astype(float))
-    return np.ones_like(z)
+        return np.where(np.isnan(z), np.nan, (z > 0).astype(np.float64))
+    if g == "linear":
+        return np.where(np.isnan(z), np.nan, 1.0)
+    raise ValueError(g)
 
 
 FOLD_COEFFS = {  # (a, b, c_f) for u ~ N(0, 1), docs/model.md §2.4

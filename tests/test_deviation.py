@@ -1,11 +1,14 @@
-"""Deviation metrics and the universality verdict (docs/model.md §6).
+"""Deviation metrics, the universality verdict and Holm's correction (analysis/deviation.py;
+docs/model.md §6, §6.1).
 
 eg_deviation: d = (1/n) Σ_i |ln ε_sim(t_i) − ℓ_ref(t_i)|, ℓ_ref = ln ε_ref interpolated linearly
 in ln t, over the simulation's record times with t_min ≤ t_i ≤ t_max inside the reference's range;
 t ≤ 0 and non-finite points on either curve dropped; both curves floored at eg_min; NaN if n < 2.
 op_deviation: the mean relative Frobenius distance over the same window, points with
 ‖X_ref‖_F < 1e-12 skipped. aggregate: n_valid, mean and s.e.m. over finite d_s.
-universality_verdict: one-sided 2-combined-s.e.m. rule, plus the paired difference.
+universality_verdict: one-sided 2-combined-s.e.m. rule, plus the paired difference, the unpaired
+z = (d̄_cell − d̄_floor)/√(sem_cell² + sem_floor²) and its one-sided p = ½ erfc(z/√2) (§6.1).
+holm: Holm's step-down procedure at family-wise level 0.05, NaN p-values never rejected.
 
 All inputs are synthetic and small: no simulation or ODE is run here.
 """
@@ -16,12 +19,14 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from analysis.deviation import (
     Aggregate,
     Verdict,
     aggregate,
     eg_deviation,
+    holm,
     op_deviation,
     universality_verdict,
 )
@@ -592,3 +597,70 @@ def test_paired_difference_nan_with_fewer_than_two_common_seeds():
 def test_unsorted_times_are_refused():
     with pytest.raises(ValueError, match="sorted"):
         eg_deviation([3.0, 30.0], [1.0, 1.0], [100.0, 10.0, 1.0], [1.0, 2.0, 4.0])
+
+
+# --------------------------------------------------------------------------------------------
+# z, one-sided p (§6.1)
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shift", [-12.0, 0.0, 1.0, 9.0])
+def test_verdict_z_and_one_sided_p(shift):
+    # cell s.e.m. 3, floor s.e.m. 4: combined exactly 5; d̄_cell − d̄_floor = 10 + shift
+    cell, floor = cell_floor(shift)
+    v = universality_verdict(cell, floor)
+    assert v.combined_sem == 5.0
+    assert v.z == pytest.approx((10.0 + shift) / 5.0, rel=1e-15)
+    assert v.p_one_sided == pytest.approx(norm.sf(v.z), rel=1e-12)
+    assert v.p_one_sided == pytest.approx(0.5 * math.erfc(v.z / math.sqrt(2.0)), rel=1e-15)
+    assert (v.verdict == "matches") == (v.z <= 2.0)
+
+
+def test_z_and_p_are_nan_without_a_combined_sem():
+    v = universality_verdict([0.25, 0.25, 0.25], [0.125, 0.125])  # both s.e.m. exactly 0
+    assert v.combined_sem == 0.0 and math.isnan(v.z) and math.isnan(v.p_one_sided)
+    u = universality_verdict([0.2], [0.1, 0.3])                   # undetermined: s.e.m. NaN
+    assert u.verdict == "undetermined" and math.isnan(u.z) and math.isnan(u.p_one_sided)
+
+
+# --------------------------------------------------------------------------------------------
+# Holm's correction (§6.1)
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p, rejected", [
+    # sorted 0.005 ≤ .05/4, 0.01 ≤ .05/3, then 0.03 > .05/2: stop
+    ([0.01, 0.04, 0.03, 0.005], [True, False, False, True]),
+    # step-down stop: 0.04 ≤ 0.05 would pass its own threshold, but 0.03 > 0.025 came first
+    ([0.03, 0.04, 0.001], [False, False, True]),
+    # every threshold met: all rejected, in input order
+    ([0.02, 0.001, 0.011], [True, True, True]),
+    # ties
+    ([0.01, 0.01, 0.01], [True, True, True]),
+    # thresholds are inclusive: 0.025 = 0.05/2, then 0.05 = 0.05/1
+    ([0.05, 0.025], [True, True]),
+    ([0.05000001, 0.025], [False, True]),
+    # nothing to reject
+    ([0.5, 0.2], [False, False]),
+    ([], []),
+])
+def test_holm_known_examples(p, rejected):
+    assert holm(p) == rejected
+
+
+def test_holm_nan_p_values_sort_last_and_are_never_rejected():
+    # NaN last: 0.01 ≤ .05/3 and 0.02 ≤ .05/2 are rejected; were NaN sorted first, the first
+    # rank would fail and nothing would be rejected
+    assert holm([math.nan, 0.01, 0.02]) == [False, True, True]
+    assert holm([0.001, math.nan, 0.2]) == [True, False, False]
+    assert holm([math.nan]) == [False]
+    assert holm([math.nan, math.nan, 1e-9]) == [False, False, True]
+
+
+def test_holm_level_and_the_single_cell_case():
+    assert holm([0.04], level=0.01) == [False]
+    assert holm([0.004, 0.004], level=0.01) == [True, True]
+    # §6.1: for one cell Holm rejects at 1.645 < z ≤ 2, where the plain verdict matches
+    cell, floor = cell_floor(-1.0)                     # z = 9/5 = 1.8
+    v = universality_verdict(cell, floor)
+    assert v.verdict == "matches" and v.z == pytest.approx(1.8)
+    assert holm([v.p_one_sided]) == [True]
+    assert holm(np.array([v.p_one_sided, 0.5])) == [False, False]   # 0.036 > 0.05/2

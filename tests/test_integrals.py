@@ -1,11 +1,20 @@
-"""Gaussian integrals, closed-form ε_g and folding coefficients (docs/model.md §2.3–2.4, §4.3, §5.3–5.4,
-§7 check 2).
+"""Gaussian integrals and the closed-form ε_g (docs/model.md §4.3, §5.0, §5.3–5.4; check §7.2).
 
-Every closed form is checked against Monte Carlo (2·10⁶ samples per covariance, fixed seeds,
-tolerance 5 standard errors estimated from the same samples) on random covariances with repeated
-indices, the erf forms against deterministic Gauss–Hermite quadrature to 1e-10, and the folding
-table against adaptive quadrature to 1e-9. The references below use only numpy/scipy and the
-formulas of docs/model.md, never the code under test.
+analysis/integrals.py: I2, I3, I4, J2, I2_matrix and generalisation_error.
+
+1. Every closed form (erf, linear, relu) against Monte Carlo (2·10⁶ samples per covariance,
+   fixed seeds, tolerance 5 standard errors estimated from the same samples) on random
+   covariances with repeated indices and singular 4 × 4 covariances built from 2 or 3 fields.
+2. The erf forms against deterministic Gauss–Hermite quadrature to 1e-10.
+3. I2_matrix and the closed-form ε_g against explicit double sums and Monte Carlo.
+4. ReLU special cases of I2, J2 and I3.
+5. The ReLU I4 (§5.4): against 30- to 40-digit mpmath quadrature (tests/naive.py), node
+   doubling, exact special cases (independent blocks, zero variances, merged and anti-parallel
+   fields) and non-finite entries.
+
+The references use only numpy/scipy/mpmath, the formulas of docs/model.md and the plain f, g,
+g′ of tests/naive.py, never the code under test. The orthant probabilities themselves are in
+tests/test_orthant.py, the folds and activations in tests/test_activations.py.
 """
 
 from __future__ import annotations
@@ -18,65 +27,19 @@ import numpy as np
 import pytest
 from numpy.polynomial.hermite_e import hermegauss
 from scipy import integrate
-from scipy.special import erf
 
-from analysis.activations import (
-    ACTIVATION_CODES,
-    ACTIVATIONS,
-    FOLD_CODES,
-    FOLDS,
-    activation,
-    activation_derivative,
-    activation_numpy,
-    fold,
-    fold_numpy,
-    folding_coefficients,
-)
-from analysis.integrals import I2, I2_matrix, I3, I4, J2, generalisation_error
+from analysis.activations import ACTIVATIONS
+from analysis.integrals import I2, I2_matrix, I3, I4, J2, MERGE_CORRELATION, generalisation_error
+from naive import g_act, g_prime, relu_i4_mp
 
 N_MC = 2_000_000
 N_SE = 5.0
-SQRT2 = math.sqrt(2.0)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 # ---------------------------------------------------------------------------------------------
-# Plain references of docs/model.md §2.3 (independent of analysis.activations)
+# Helpers
 # ---------------------------------------------------------------------------------------------
-
-def g_ref(z: np.ndarray, g: str) -> np.ndarray:
-    if g == "erf":
-        return erf(z / SQRT2)
-    if g == "relu":
-        return np.maximum(z, 0.0)
-    if g == "linear":
-        return np.asarray(z, dtype=np.float64).copy()
-    raise ValueError(g)
-
-
-def gprime_ref(z: np.ndarray, g: str) -> np.ndarray:
-    if g == "erf":
-        return SQRT_2_OVER_PI * np.exp(-0.5 * z * z)
-    if g == "relu":
-        return (z > 0.0).astype(np.float64)
-    if g == "linear":
-        return np.ones_like(z, dtype=np.float64)
-    raise ValueError(g)
-
-
-def fold_ref(u, f: str):
-    if f == "sign":
-        return np.sign(u)
-    if f == "erf":
-        return erf(np.asarray(u) / SQRT2)
-    if f == "linear":
-        return np.asarray(u, dtype=np.float64)
-    if f == "relu":
-        return np.maximum(u, 0.0)
-    if f == "tanh":
-        return np.tanh(u)
-    raise ValueError(f)
-
 
 def sqrt_factor(C: np.ndarray) -> np.ndarray:
     """A factor L with L Lᵀ = C for any symmetric PSD C (singular allowed)."""
@@ -166,8 +129,8 @@ MC_PARAMS = [(case, g) for case in MC_CASES for g in ("erf", "linear", "relu")]
 def test_closed_forms_match_monte_carlo(case, g):
     C, z = _mc_fields(case)
     n = C.shape[0]
-    G = g_ref(z, g)
-    Gp = gprime_ref(z, g)
+    G = g_act(z, g)
+    Gp = g_prime(z, g)
     pairs, triples, quads = _index_tuples(n)
 
     checks = []  # (name, closed form, MC mean, MC s.e.)
@@ -224,8 +187,8 @@ def _reweighted(C: np.ndarray, m: int) -> tuple[float, np.ndarray]:
 
 def quad_erf(kind: str, C: np.ndarray) -> float:
     """Deterministic quadrature reference of the erf integrals."""
-    g = lambda t: erf(t / SQRT2)  # noqa: E731
-    gp = lambda t: SQRT_2_OVER_PI * np.exp(-0.5 * t * t)  # noqa: E731
+    g = lambda t: g_act(t, "erf")  # noqa: E731
+    gp = lambda t: g_prime(t, "erf")  # noqa: E731
     if kind == "I2":
         return gh_expect(C, lambda Z: g(Z[:, 0]) * g(Z[:, 1]), 200)
     if kind == "J2":
@@ -258,7 +221,7 @@ def _quad_covs():
 def test_quadrature_reference_is_converged():
     # the Gauss–Hermite reference itself: more nodes change nothing at the 1e-12 level
     C = np.array([[2.5, -1.4], [-1.4, 1.2]])
-    f = lambda Z: erf(Z[:, 0] / SQRT2) * erf(Z[:, 1] / SQRT2)  # noqa: E731
+    f = lambda Z: g_act(Z[:, 0], "erf") * g_act(Z[:, 1], "erf")  # noqa: E731
     assert abs(gh_expect(C, f, 200) - gh_expect(C, f, 120)) < 1e-12
     # and the reweighting identity agrees with the direct 3-d quadrature for I3
     C3 = _random_cov(3, 21, 1.0, 0.05)
@@ -269,7 +232,8 @@ def test_quadrature_reference_is_converged():
     c = (C[1, 1] - bcoef ** 2) ** 0.5
     phi = lambda t: math.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)  # noqa: E731
     val = integrate.dblquad(
-        lambda y, x: phi(x) * phi(y) * math.erf(a * x / SQRT2) * math.erf((bcoef * x + c * y) / SQRT2),
+        lambda y, x: (phi(x) * phi(y) * float(g_act(a * x, "erf"))
+                      * float(g_act(bcoef * x + c * y, "erf"))),
         -12, 12, -12, 12, epsabs=1e-13, epsrel=1e-13)[0]
     assert abs(val - gh_expect(C, f, 200)) < 1e-10
 
@@ -386,7 +350,7 @@ def test_generalisation_error_matches_monte_carlo(g):
     C, Q, R, T, v, A = _order_parameters(K, M, 51)
     rng = np.random.default_rng(52)
     z = np.linalg.cholesky(C) @ rng.standard_normal((K + M, N_MC))
-    Gz = g_ref(z, g)
+    Gz = g_act(z, g)
     diff = v @ Gz[:K] - A @ Gz[K:]
     mc, se = _mc_mean(0.5 * diff * diff)
     cf = generalisation_error(Q, R, T, v, A, g=g)
@@ -415,147 +379,167 @@ def test_relu_I2_matches_arctan_form():
         assert I2(C, g="relu") == pytest.approx(i2_relu_arctan(C), rel=1e-12, abs=1e-15)
 
 
-# ---------------------------------------------------------------------------------------------
-# 5. Folding coefficients (§2.4)
-# ---------------------------------------------------------------------------------------------
-
-def _gauss(u: float) -> float:
-    return math.exp(-0.5 * u * u) / math.sqrt(2.0 * math.pi)
-
-
-def _quad_std_normal(h) -> float:
-    """E[h(u)], u ~ N(0, 1), split at the kink/jump at 0."""
-    opts = dict(epsabs=1e-14, epsrel=1e-13, limit=200)
-    left = integrate.quad(lambda u: h(u) * _gauss(u), -np.inf, 0.0, **opts)[0]
-    right = integrate.quad(lambda u: h(u) * _gauss(u), 0.0, np.inf, **opts)[0]
-    return left + right
-
-
-def _scalar_fold(f: str):
-    return lambda u: float(fold_ref(np.float64(u), f))
-
-
-# The printed table of docs/model.md §2.4 (exact expressions where given, else the printed decimals).
-FOLDING_TABLE = {
-    "sign": (0.0, math.sqrt(2 / math.pi), 1.0, 1 - 2 / math.pi),
-    "erf": (0.0, 1 / math.sqrt(math.pi), 1 / 3, 1 / 3 - 1 / math.pi),
-    "linear": (0.0, 1.0, 1.0, 0.0),
-    "tanh": (0.0, 0.6057055096, 0.3942944904, 0.0274153260),
-    "relu": (1 / math.sqrt(2 * math.pi), 0.5, 0.5, 0.25 - 1 / (2 * math.pi)),
-}
-PRINTED_DECIMALS = {
-    ("sign", "b"): 0.7978845608, ("sign", "zeta"): 0.3633802276,
-    ("erf", "b"): 0.5641895835, ("erf", "zeta"): 0.0150234471,
-    ("tanh", "b"): 0.6057055096, ("tanh", "c_f"): 0.3942944904, ("tanh", "zeta"): 0.0274153260,
-    ("relu", "a"): 0.3989422804, ("relu", "zeta"): 0.0908450569,
-}
-
-
-@pytest.mark.parametrize("f", FOLDS)
-def test_folding_coefficients_match_quadrature_and_table(f):
-    h = _scalar_fold(f)
-    a = _quad_std_normal(h)
-    b = _quad_std_normal(lambda u: u * h(u))
-    c_f = _quad_std_normal(lambda u: h(u) ** 2)
-    zeta = c_f - a * a - b * b
-    got = folding_coefficients(f)
-    assert len(got) == 4
-    np.testing.assert_allclose(got, (a, b, c_f, zeta), rtol=0, atol=1e-9)
-    np.testing.assert_allclose(got, FOLDING_TABLE[f], rtol=0, atol=1e-9)
-    np.testing.assert_allclose((a, b, c_f, zeta), FOLDING_TABLE[f], rtol=0, atol=1e-9)
-    # the quadrature through the package's own fold agrees with the plain formula
-    a_pkg = _quad_std_normal(lambda u: float(fold_numpy(np.array([u]), f)[0]))
-    assert abs(a_pkg - a) < 1e-12
-    # ζ is consistent with (a, b, c_f)
-    assert got[3] == pytest.approx(got[2] - got[0] ** 2 - got[1] ** 2, abs=1e-15)
-
-
-def test_folding_table_printed_decimals():
-    names = ("a", "b", "c_f", "zeta")
-    for (f, name), printed in PRINTED_DECIMALS.items():
-        value = folding_coefficients(f)[names.index(name)]
-        assert abs(value - printed) < 1e-9, (f, name, value, printed)
-
-
-def test_tanh_b_plus_cf_is_one():
-    _, b, c_f, _ = folding_coefficients("tanh")
-    assert abs(b + c_f - 1.0) < 1e-9
-    # and E[u tanh u] = E[sech² u] by quadrature, independently of the package
-    b_q = _quad_std_normal(lambda u: u * math.tanh(u))
-    sech2 = _quad_std_normal(lambda u: 1.0 / math.cosh(u) ** 2 if abs(u) < 300 else 0.0)
-    assert abs(b_q - sech2) < 1e-12
-    assert abs(b - sech2) < 1e-9
-
-
-def test_only_relu_fold_has_nonzero_mean():
-    for f in FOLDS:
-        a = folding_coefficients(f)[0]
-        assert (a != 0.0) == (f == "relu"), (f, a)
-
-
-# ---------------------------------------------------------------------------------------------
-# 6. Scalar/array folds and activations: definitions, special points and NaN propagation
-# ---------------------------------------------------------------------------------------------
-
-GRID = np.concatenate([np.linspace(-6.0, 6.0, 241), [-1e-300, 1e-300, -0.0, 0.0, 40.0, -40.0]])
-
-
-@pytest.mark.parametrize("f", FOLDS)
-def test_fold_matches_definition(f):
-    np.testing.assert_allclose(fold_numpy(GRID, f), fold_ref(GRID, f), rtol=1e-15, atol=1e-300)
-    code = FOLD_CODES[f]
-    scalars = np.array([fold(float(u), code) for u in GRID])
-    np.testing.assert_allclose(scalars, fold_ref(GRID, f), rtol=1e-15, atol=1e-300)
-    # shape is preserved
-    assert fold_numpy(GRID.reshape(-1, 1), f).shape == (GRID.size, 1)
-
-
-@pytest.mark.parametrize("g", ACTIVATIONS)
-def test_activation_and_derivative_match_definition(g):
-    code = ACTIVATION_CODES[g]
-    np.testing.assert_allclose(activation_numpy(GRID, g), g_ref(GRID, g), rtol=1e-15, atol=1e-300)
-    np.testing.assert_allclose([activation(float(z), code) for z in GRID], g_ref(GRID, g),
-                               rtol=1e-15, atol=1e-300)
-    np.testing.assert_allclose([activation_derivative(float(z), code) for z in GRID],
-                               gprime_ref(GRID, g), rtol=1e-14, atol=1e-300)
-
-
-@pytest.mark.parametrize("f", FOLDS)
-def test_fold_propagates_nan(f):
-    out = fold_numpy(np.array([np.nan, 1.0, np.nan]), f)
-    assert np.isnan(out[0]) and np.isnan(out[2]) and not np.isnan(out[1])
-    assert np.all(np.isnan(fold_numpy(np.nan, f)))
-    assert math.isnan(fold(math.nan, FOLD_CODES[f]))
-
-
-@pytest.mark.parametrize("g", ACTIVATIONS)
-def test_activation_propagates_nan(g):
-    out = activation_numpy(np.array([np.nan, -1.0, np.nan]), g)
-    assert np.isnan(out[0]) and np.isnan(out[2]) and not np.isnan(out[1])
-    assert np.all(np.isnan(activation_numpy(np.nan, g)))
-    code = ACTIVATION_CODES[g]
-    assert math.isnan(activation(math.nan, code))
-    assert math.isnan(activation_derivative(math.nan, code))
-
-
-def test_special_points():
-    sign = FOLD_CODES["sign"]
-    assert fold(0.0, sign) == 0.0
-    assert fold(-0.0, sign) == 0.0
-    assert fold_numpy(np.array([0.0]), "sign")[0] == 0.0
-    assert fold(2.5, sign) == 1.0 and fold(-2.5, sign) == -1.0
-    assert fold(-1.0, FOLD_CODES["relu"]) == 0.0
-    assert fold_numpy(np.array([-1.0]), "relu")[0] == 0.0
-    relu = ACTIVATION_CODES["relu"]
-    assert activation(-1.0, relu) == 0.0
-    assert activation_numpy(np.array([-1.0]), "relu")[0] == 0.0
-    assert activation_derivative(-1.0, relu) == 0.0
-    assert activation_derivative(0.0, relu) == 0.0  # Θ(0) = 0
-    assert activation_derivative(1e-300, relu) == 1.0
-
-
 def test_relu_derivative_integrals_vanish_for_a_zero_variance_field():
     """Θ(0) = 0: a field that is identically 0 contributes nothing to J2 or I3."""
     assert J2(np.array([[0.0, 0.0], [0.0, 1.0]]), g="relu") == 0.0
     assert I3(np.array([[0.0, 0, 0], [0, 1, 0.5], [0, 0.5, 1]]), g="relu") == 0.0
     assert I3(np.array([[1.0, 0.5, 0], [0.5, 1, 0], [0, 0, 0]]), g="relu") == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. ReLU I4 (§5.4): the Stein reduction and the Plackett quadrature against arbitrary precision
+# ---------------------------------------------------------------------------------------------
+
+REL, ABS_SMALL = 1e-8, 1e-12  # docs/model.md §5.4: relative 1e-8, absolute 1e-12 below 1e-4
+
+
+def assert_accurate(value, ref, what=""):
+    tol = ABS_SMALL if abs(ref) < 1e-4 else REL * abs(ref)
+    assert abs(value - ref) <= tol, f"{what}: {value!r} vs {ref!r} (error {value - ref:.3g})"
+
+
+def random_cov(rng, rank=6, n=4):
+    X = rng.normal(size=(n, rank)) * rng.uniform(0.3, 3.0, size=(n, 1))
+    return X @ X.T / rank
+
+
+def near_pair(rng, i, j, sign, delta, k=6):
+    """Covariance whose fields i, j have correlation sign·(1 − delta) exactly in construction."""
+    X = rng.normal(size=(4, k))
+    u = X[j] - X[j] @ X[i] / (X[i] @ X[i]) * X[i]
+    u *= np.linalg.norm(X[i]) / np.linalg.norm(u)
+    c = 1.0 - delta
+    X[j] = (sign * c * X[i] + math.sqrt(1.0 - c * c) * u) * rng.uniform(0.5, 2.0)
+    return X @ X.T / k
+
+
+def two_pairs(rng, delta, k=6):
+    """Students 0, 1 close to teachers 2, 3: the late state of a specialised network."""
+    X = rng.normal(size=(4, k))
+    for i, j in ((0, 2), (1, 3)):
+        u = X[j] - X[j] @ X[i] / (X[i] @ X[i]) * X[i]
+        u *= np.linalg.norm(X[i]) / np.linalg.norm(u)
+        c = 1.0 - delta
+        X[j] = (c * X[i] + math.sqrt(1.0 - c * c) * u) * rng.uniform(0.5, 2.0)
+    return X @ X.T / k
+
+
+def fixed_cases():
+    rng = np.random.default_rng(2026)
+    cases = [(f"random{i}", random_cov(rng)) for i in range(4)]
+    cases += [(f"wide{i}", random_cov(rng, rank=40)) for i in range(2)]
+    for delta in (1e-3, 1e-6, 1e-9, 1e-11):
+        cases.append((f"pair+{delta:g}", near_pair(rng, 0, 2, 1, delta)))
+        cases.append((f"pair01+{delta:g}", near_pair(rng, 0, 1, 1, delta)))
+        cases.append((f"pair23+{delta:g}", near_pair(rng, 2, 3, 1, delta)))
+        cases.append((f"twopairs{delta:g}", two_pairs(rng, delta)))
+    for delta in (1e-3, 1e-6, 1e-9):
+        cases.append((f"pair-{delta:g}", near_pair(rng, 1, 3, -1, delta)))
+        cases.append((f"pair01-{delta:g}", near_pair(rng, 0, 1, -1, delta)))
+    X = rng.normal(size=(4, 3))
+    for eps in (1e-2, 1e-4):
+        cases.append((f"rank3+{eps:g}", X @ X.T + eps * np.diag(np.diag(X @ X.T))))
+    return cases
+
+
+CASES = fixed_cases()
+
+
+@pytest.mark.parametrize("name,C", CASES, ids=[c[0] for c in CASES])
+def test_relu_I4_matches_arbitrary_precision_quadrature(name, C):
+    ref = relu_i4_mp(C, dps=30)
+    assert_accurate(I4(C, g="relu"), ref, name)
+
+
+@pytest.mark.parametrize("name,C", CASES[::3], ids=[c[0] for c in CASES[::3]])
+def test_relu_I4_node_doubling(name, C):
+    """Doubling the Gauss–Legendre nodes changes nothing at the stated accuracy."""
+    assert_accurate(I4(C, g="relu"), I4(C, g="relu", nodes=40), name)
+
+
+def test_node_count_matters_where_a_quadrature_is_used():
+    """The test above can fail: too few nodes are visibly wrong on a four-field case."""
+    C = near_pair(np.random.default_rng(5), 0, 2, 1, 1e-9)
+    ref = relu_i4_mp(C)
+    assert abs(I4(C, g="relu", nodes=4) - ref) > 1e3 * REL * abs(ref)
+
+
+def test_independent_blocks_factorise():
+    """(z0, z1) ⟂ (z2, z3): I4 = P(z0 > 0, z1 > 0) · E[relu(z2) relu(z3)], four distinct fields."""
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        A, B = random_cov(rng, n=2), random_cov(rng, n=2)
+        C = np.zeros((4, 4))
+        C[:2, :2], C[2:, 2:] = A, B
+        rho = A[0, 1] / math.sqrt(A[0, 0] * A[1, 1])
+        expected = (0.25 + math.asin(rho) / (2 * math.pi)) * I2(B, g="relu")
+        assert I4(C, g="relu") == pytest.approx(expected, rel=1e-12)
+
+
+def test_zero_variance_fields_give_zero_and_the_limit_is_continuous():
+    C = random_cov(np.random.default_rng(8))
+    for f in range(4):
+        Z = C.copy()
+        Z[f, :] = Z[:, f] = 0.0
+        assert I4(Z, g="relu") == 0.0   # Θ(0) = relu(0) = 0
+    # a relu field's scale multiplies I4; a Θ field's scale does not enter at all
+    for eps in (1e-4, 1e-8, 1e-12):
+        S = np.diag([1.0, 1.0, eps, 1.0])
+        assert I4(S @ C @ S, g="relu") == pytest.approx(eps * I4(C, g="relu"), rel=1e-12)
+        S = np.diag([eps, 1.0, 1.0, 1.0])
+        assert I4(S @ C @ S, g="relu") == pytest.approx(I4(C, g="relu"), rel=1e-12)
+    bad = C.copy()
+    bad[1, 1] = np.nan
+    assert math.isnan(I4(bad, g="relu"))
+
+
+def test_merging_identical_fields_is_continuous():
+    """Identical fields are merged; fields only nearly identical are not, down to the last
+    digits of ρ: a merged field would stand in for one whose correlations with the others differ
+    by √(2(1 − ρ)) (1.4e-6 at the external specification's threshold 1 − 1e-12, docs/model.md §5.4)."""
+    rng = np.random.default_rng(21)
+    C = random_cov(rng)
+    same = C.copy()
+    same[2, :] = same[:, 2] = C[:, 0]
+    same[2, 2] = C[0, 0]                       # z2 ≡ z0: three distinct fields
+    pattern = I4(C[np.ix_([0, 1, 0, 3], [0, 1, 0, 3])], g="relu")
+    assert I4(same, g="relu") == pytest.approx(pattern, rel=1e-14)
+    for pair in ((0, 2), (0, 1), (2, 3)):
+        for delta in (1e-11, 1e-12, 1e-13, 1e-14):
+            near = near_pair(rng, *pair, 1, delta)
+            assert_accurate(I4(near, g="relu"), relu_i4_mp(near, dps=40), f"{pair} {delta:g}")
+    assert 1.0 - MERGE_CORRELATION < 1e-15
+
+
+def test_anti_parallel_fields_empty_the_orthant():
+    C = random_cov(np.random.default_rng(9))
+    anti = C.copy()
+    anti[1, :] = anti[:, 1] = -C[:, 0]
+    anti[1, 1] = C[0, 0]
+    assert I4(anti, g="relu") == 0.0
+    rng = np.random.default_rng(10)
+    for pair in ((0, 1), (1, 3), (0, 2)):   # nearly anti-parallel: small, not zero
+        near = near_pair(rng, *pair, -1, 1e-10)
+        ref = relu_i4_mp(near, dps=40)
+        assert_accurate(I4(near, g="relu"), ref, f"{pair} anti 1e-10")
+        assert I4(near, g="relu") >= 0.0
+
+
+def test_non_finite_entries_give_nan():
+    """A NaN or infinite covariance entry never becomes a number (erf gives NaN too)."""
+    C = np.eye(4) + 0.3 * (np.ones((4, 4)) - np.eye(4))
+    for bad in (np.nan, np.inf, -np.inf):
+        for i, j in ((0, 1), (2, 3), (0, 2), (1, 3), (2, 2)):
+            D = C.copy()
+            D[i, j] = D[j, i] = bad
+            assert math.isnan(I4(D, g="relu")), (bad, i, j)
+        D = C[:2, :2].copy()
+        D[0, 1] = D[1, 0] = bad
+        assert math.isnan(I2(D, g="relu")) and math.isnan(J2(D, g="relu")), bad
+
+
+def test_pattern_arguments_of_the_public_function():
+    with pytest.raises(ValueError, match="nodes"):
+        I4(np.eye(4), g="erf", nodes=20)
+    with pytest.raises(ValueError, match="n must be"):
+        I4(np.eye(4), g="relu", nodes=0)

@@ -1,8 +1,12 @@
-"""Observables: Gaussian equivalence at finite size, the spectral initial state, divergence.
+"""Observables (fastsgd/observables.py): Gaussian equivalence at finite size and the spectral
+initial state (docs/model.md §4, check §7.9).
 
-docs/model.md §4, §7.9: for a Gaussian latent the Gaussian-equivalent Q, R, T equal the field
-covariances that the test set measures, and the closed-form ε_g the Monte Carlo one, within their
-sampling error; the spectral state's identities hold to 1e-12.
+For a Gaussian latent the Gaussian-equivalent Q, R, T equal the field covariances that the test
+set measures, and the closed-form ε_g the Monte Carlo one, within their sampling error; the
+spectral state's identities hold to 1e-12. The building blocks (student fields from int8 or
+float64 inputs, network output, centred covariances, order parameters) against plain NumPy.
+The record schedule is in tests/test_io.py, a record's assembly and divergence in
+tests/test_runner.py.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import pytest
 
 import fastsgd
 from analysis.activations import ACTIVATION_CODES, folding_coefficients
-from fastsgd.observables import network_output, student_fields
+from fastsgd.observables import (centred_covariance, network_output, order_parameters,
+                                 student_fields, teacher_overlap)
 from fastsgd.problem import build_problem
 from fastsgd.runner import take_record
 from fastsgd.streams import SeedStreams, stream
+from naive import g_act
 
 Z_MAX = 5.0
 
@@ -97,38 +103,34 @@ def test_spectral_initial_state_identities(f, tmp_path):
         np.testing.assert_array_equal(state.T, run.T[i])
 
 
-def test_record_grid_and_time(tmp_path):
-    cfg = fastsgd.SimConfig(N=50, D=20, steps=1_000, records=30, test_size=20)
-    run = fastsgd.simulate(cfg, out=tmp_path / "run.h5")
-    expected = np.unique(np.concatenate(
-        [[0], np.rint(np.geomspace(1, 1_000, 29)).astype(np.int64)]))
-    np.testing.assert_array_equal(run.step, expected)
-    assert run.step.dtype == np.int64
-    np.testing.assert_array_equal(run.t, run.step / cfg.N)
-    assert run.n_records.tolist() == [len(expected)]
-
-
-def test_defaults_give_175_records():
-    from fastsgd.io import record_steps
-    assert record_steps(1_000_000, 200).shape == (175,)
-
-
-def test_divergence_stops_the_seed_and_keeps_earlier_records(tmp_path):
-    cfg = fastsgd.SimConfig(N=64, D=32, g="linear", f="linear", lr=50.0, steps=20_000,
-                            records=40, test_size=50)
-    run = fastsgd.simulate(cfg, out=tmp_path / "run.h5")
-    assert run.status == ["diverged"]
-    step = int(run.diverged_step[0])
-    assert 0 <= step < cfg.steps
-    n = int(run.n_records[0])
-    assert run.step[n - 1] <= step < (run.step[n] if n < len(run.step) else np.inf)
-    assert np.all(np.isfinite(run.eg_mc[0, :n]))
-    assert np.all(np.isnan(run.eg_mc[0, n:])) and np.all(np.isnan(run.Q[0, n:]))
-
-
-@pytest.mark.parametrize("steps, records", [(1000, 2), (7, 3), (1, 2), (10 ** 6, 200)])
-def test_record_grid_always_holds_zero_and_the_last_step(steps, records):
-    from fastsgd.io import record_steps
-    grid = record_steps(steps, records)
-    assert grid[0] == 0 and grid[-1] == steps and len(grid) <= records
-    assert np.all(np.diff(grid) > 0)
+# ------------------------------------------------------------------ building blocks
+def test_building_blocks_against_numpy():
+    """§3.4, §4.1, §4.2: λ = X wᵀ/√N exactly from int8 sign inputs (compiled loop) and from
+    float64 inputs (BLAS); ŷ = Σ_k v_k g(λ_k); the centred covariance with 1/P; W, Σ, Q, R, T."""
+    rng = np.random.default_rng(8)
+    P, N, D, K, M = 300, 40, 20, 3, 2
+    X8 = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=(P, N))
+    w = rng.normal(size=(K, N))
+    lam8 = student_fields(X8, w)
+    np.testing.assert_allclose(lam8, X8.astype(np.float64) @ w.T / math.sqrt(N), rtol=1e-13,
+                               atol=1e-13)
+    X = rng.normal(size=(P, N))
+    np.testing.assert_allclose(student_fields(X, w), X @ w.T / math.sqrt(N), rtol=1e-13,
+                               atol=1e-13)
+    v = rng.normal(size=K)
+    for g in ("erf", "relu", "linear"):
+        out = network_output(lam8, v, ACTIVATION_CODES[g], np.empty(P))
+        np.testing.assert_allclose(out, g_act(lam8, g) @ v, rtol=1e-13, atol=1e-13)
+    a, b = X[:, :3], X[:, 3:5] + 1.0
+    expected = np.array([[np.mean((a[:, i] - a[:, i].mean()) * (b[:, j] - b[:, j].mean()))
+                          for j in range(2)] for i in range(3)])
+    np.testing.assert_allclose(centred_covariance(a, b), expected, rtol=1e-12, atol=1e-14)
+    F, teacher = rng.normal(size=(N, D)), rng.normal(size=(M, D))
+    bb, zeta = 0.7, 0.2
+    ops = order_parameters(w, F, teacher, bb, zeta)
+    S = w @ F / math.sqrt(N)
+    np.testing.assert_allclose(ops["W"], w @ w.T / N, rtol=1e-13)
+    np.testing.assert_allclose(ops["Sigma"], S @ S.T / D, rtol=1e-13)
+    np.testing.assert_allclose(ops["Q"], zeta * w @ w.T / N + bb ** 2 * S @ S.T / D, rtol=1e-13)
+    np.testing.assert_allclose(ops["R"], bb / D * S @ teacher.T, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(teacher_overlap(teacher), teacher @ teacher.T / D, rtol=1e-13)

@@ -1,6 +1,6 @@
-"""The ODEs (docs/model.md §5, §7 checks 3 and 10): the published reference digit by digit, the
-linear exact limits, RK4 against fine Euler, the integrator semantics, and the HMM code path
-against the reduced linear bracket."""
+"""The ODEs (analysis/ode.py; docs/model.md §5, checks §7.3 and §7.10): the published reference
+digit by digit, the linear exact limits, RK4 against fine Euler, the integrator semantics (§5.5),
+and the HMM code path against the reduced linear bracket (§5.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Mixed precision (float32 input GEMM and folding, float64 SGD) against float64, docs/model.md §7.1:
+"""Mixed precision (float32 input GEMM and folding, float64 SGD) against float64, docs/model.md §3.5, §7.1:
 checked statistically, since it is not bitwise equal. The paired seed-by-seed difference must lie
 far inside the seed-to-seed spread of the float64 runs."""
 

@@ -1,4 +1,5 @@
-"""Mixture sampler and standardization (docs/model.md §2.1, §2.2, §3.3; checks §7.6 and §7.7).
+"""Mixture sampler and standardization (fastsgd/sampling.py; docs/model.md §2.1, §2.2, §3.3;
+checks §7.6 and §7.7).
 
 The kernel :func:`sample_mixture_latent` is checked three ways:
 

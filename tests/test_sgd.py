@@ -1,23 +1,30 @@
-"""The fast path against the NumPy reference (tests/naive.py), docs/model.md §7.1.
+"""The SGD kernel (fastsgd/sgd.py) against the NumPy reference (tests/naive.py): docs/model.md
+§3.1, §3.4, check §7.1.
 
 Fed identical streams, the kernel and the reference agree in float64 after every one of the first
 steps (w, v, λ, ŷ) and at every record (every recorded observable), within
 1e-12·max(1, |value|), for a pairwise covering set of (f, g, standardize, layers, m, B) plus
-output noise, Dirichlet weights and the equivalent Gaussian input model.
+output noise, Dirichlet weights and the equivalent Gaussian input model. The kernel's own
+divergence check (§3.4: ŷ before the update, |ŷ| > 10⁸ or not finite, that row not applied) and
+its argument builders are tested directly.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
 import naive
+from analysis.activations import ACTIVATION_CODES, FOLD_CODES, folding_coefficients
 from cases import case_id, pairwise_cases
 from fastsgd import SimConfig, simulate
 from fastsgd.problem import build_problem, latent_kernel_args
 from fastsgd.runner import GEN_BLOCK
 from fastsgd.sampling import fill_standard_normal, sample_mixture_latent
-from fastsgd.sgd import sgd_buffers, sgd_parameters, sgd_steps
+from fastsgd.sgd import (DIVERGENCE_BOUND, INPUT_MODEL_CODES, INPUT_MODELS, sgd_buffers,
+                         sgd_parameters, sgd_steps)
 from fastsgd.streams import SeedStreams
 
 SMALL = dict(N=64, D=32, K=3, M=2, lr=0.2, seed=11, test_size=300)
@@ -110,3 +117,74 @@ def test_records_match_reference(case, tmp_path):
     assert_close(run.T[0], ref["T"], "T")
     assert_close(run.mixture_means[0], ref["means"], "mixture means")
     assert_close(run.mixture_weights[0], ref["weights"], "mixture weights")
+
+
+# ------------------------------------------------------------------ divergence and arguments
+def one_unit(w0, lr=0.2):
+    """K = 1, N = 1, M = 2, linear f and g, first layer only: λ = w·u, ŷ = λ, y = 0."""
+    params = sgd_parameters(np.ones(2), f="linear", g="linear", train_second_layer=False, lr=lr,
+                            input_model="hmm")
+    return np.array([[float(w0)]]), np.ones(1), params
+
+
+@pytest.mark.parametrize("u0, bad_row", [(1.0, 1), (1.0 + 2 ** -40, 0)])
+def test_yhat_beyond_the_bound_stops_before_its_update(u0, bad_row):
+    """docs/model.md §3.4: ŷ is checked at every step before the update; |ŷ| = 10⁸ is allowed,
+    anything above stops at that row, whose update is not applied."""
+    assert DIVERGENCE_BOUND == 1e8
+    U = np.array([[u0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.5, 0.0, 0.0]])
+    w, v, params = one_unit(1e8)
+    buffers = sgd_buffers(3, 1, 1, False)
+    bad = sgd_steps(U, 0, 3, w, v, params, buffers)
+    assert bad == bad_row
+    # w after the rows before the bad one: each step w ← w + η (0 − w u) u (N = 1, v = 1)
+    expected = 1e8
+    for row in range(bad_row):
+        expected = expected + 0.2 * (0.0 - expected * U[row, 0]) * U[row, 0]
+    assert w[0, 0] == expected
+    assert buffers.yhat[bad_row] == pytest.approx(1e8 * u0 if bad_row == 0 else 8e7 * 2.0)
+    np.testing.assert_array_equal(v, 1.0)
+
+
+@pytest.mark.parametrize("f", ["sign", "relu", "erf"])
+def test_a_nan_input_stops_at_its_row(f):
+    """A NaN pre-activation input stays NaN through every fold (§2.3) and stops the block at its
+    row, with the weights of the previous row."""
+    rng = np.random.default_rng(1)
+    N, K, M = 16, 2, 2
+    U = rng.normal(size=(6, N + M))
+    U[4, 3] = np.nan
+    params = sgd_parameters(np.ones(M), f=f, g="erf", train_second_layer=True, lr=0.3,
+                            input_model="hmm")
+    w0, v0 = rng.normal(size=(K, N)), rng.normal(size=K)
+    w_ok, v_ok = w0.copy(), v0.copy()
+    assert sgd_steps(U, 0, 4, w_ok, v_ok, params, sgd_buffers(6, N, K, False)) == -1
+    w, v = w0.copy(), v0.copy()
+    buffers = sgd_buffers(6, N, K, False)
+    assert sgd_steps(U, 0, 6, w, v, params, buffers) == 4
+    assert np.isnan(buffers.yhat[4])
+    np.testing.assert_array_equal(w, w_ok)
+    np.testing.assert_array_equal(v, v_ok)
+    # row_start is honoured: starting at the bad row stops at once, nothing applied
+    assert sgd_steps(U, 4, 6, w, v, params, buffers) == 4
+    np.testing.assert_array_equal(w, w_ok)
+
+
+@pytest.mark.parametrize("f, input_model", [("sign", "hmm"), ("relu", "equivalent_gaussian"),
+                                            ("tanh", "hmm")])
+def test_argument_builders(f, input_model):
+    A = np.array([1.0, 1.0, 1.0])
+    params = sgd_parameters(A, f=f, g="relu", train_second_layer=0, lr=1, input_model=input_model)
+    a, b, _, zeta = folding_coefficients(f)
+    assert params.A is A
+    assert (params.f_code, params.g_code) == (FOLD_CODES[f], ACTIVATION_CODES["relu"])
+    assert params.train_second_layer is False and type(params.lr) is float
+    assert params.input_model == INPUT_MODEL_CODES[input_model] == INPUT_MODELS.index(input_model)
+    assert (params.fold_a, params.fold_b) == (a, b)
+    assert params.fold_noise == pytest.approx(math.sqrt(zeta), rel=1e-15)
+    equivalent = input_model == "equivalent_gaussian"
+    buffers = sgd_buffers(7, 5, 3, equivalent)
+    assert buffers.xi.shape == ((7, 5) if equivalent else (1, 1))
+    assert buffers.label_noise.shape == (7,) and not buffers.label_noise.any()  # σ = 0: zeros
+    assert (buffers.x.shape, buffers.lam.shape, buffers.coef.shape, buffers.yhat.shape) == (
+        (5,), (3,), (3,), (7,))

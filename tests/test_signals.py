@@ -1,5 +1,7 @@
-"""SIGINT and SIGTERM on a real process: the run stops within seconds, the file is valid with
-every record so far, unfinished seeds say "interrupted", and the exit code is 130 / 143."""
+"""SIGINT and SIGTERM on a real `fastsgd simulate` process (docs/model.md §3.3, §8.1, §7.11): the
+run stops within seconds, the file is valid with every record so far, unfinished seeds say
+"interrupted", and the exit code is 130 / 143. In-process signals through the API are in
+tests/test_simulation.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""fastsgd sweep on a local Dask cluster with 2 worker processes: a 2 × 2 grid of tiny runs,
-resume after an interrupted sweep, a cell whose worker is killed, and bad GRID files."""
+"""Sweeps (fastsgd/sweep.py; docs/model.md §6, §6.1, §8.1 `fastsgd sweep` and `fastsgd plot DIR`,
+§8.5): `fastsgd sweep` on a local Dask cluster with 2 worker processes: a 2 × 2 grid of tiny runs
+with shared floor and reference runs, resume after an interrupted sweep, a cell whose worker is
+killed, bad GRID files (one line, exit 2), the derived keys, the example grids, ReLU cells in ODE
+mode, and the heat maps of a sweep folder."""
 
 from __future__ import annotations
 

@@ -1,0 +1,108 @@
+"""What a run needs from the machine (fastsgd/resources.py; docs/model.md §8.1 "Threads and
+memory").
+
+memory_per_seed counts the documented buffers: F and the GEMM operand [F | W̃ᵀ]/√D (plus its
+float32 copy in mixed precision), the test set (latents P·D, inputs P·N at 1 byte for int8 sign
+inputs and 8 otherwise, ξ for the equivalent Gaussian model), Ω = FᵀF/N with its
+eigendecomposition, and the chunk buffers; it contains MODEL.md's 8·(N·D + P·N + P·D) for
+float64 inputs. check_resources refuses, before anything is written, a run whose concurrent
+seeds do not fit (ConfigError on ``threads``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import fastsgd
+from fastsgd import resources
+from fastsgd.config import ConfigError, SimConfig
+from fastsgd.resources import check_resources, memory_per_seed, usable_cores
+
+BASE = dict(N=1000, D=500, M=2, test_size=10_000)
+
+
+def mem(**changes) -> int:
+    return memory_per_seed(SimConfig(**{**BASE, **changes}))
+
+
+def test_int8_sign_inputs_take_one_byte_and_other_folds_eight():
+    N, P = BASE["N"], BASE["test_size"]
+    for f in ("erf", "linear", "relu", "tanh"):
+        assert mem(f=f) - mem(f="sign") == 7 * P * N, f
+
+
+def test_equivalent_gaussian_inputs_are_float64_plus_xi():
+    N, P = BASE["N"], BASE["test_size"]
+    # sign: int8 → float64 inputs (+7 P·N) and the test set's ξ (+8 P·N)
+    assert mem(input_model="equivalent_gaussian") - mem() == 15 * P * N
+    # erf inputs were float64 already: only ξ
+    assert mem(f="erf", input_model="equivalent_gaussian") - mem(f="erf") == 8 * P * N
+
+
+def test_mixed_precision_adds_the_float32_operand():
+    N, D, M = BASE["N"], BASE["D"], BASE["M"]
+    assert mem(precision="mixed") - mem() == 4 * D * (N + M)
+
+
+def test_each_test_sample_counts_its_latent_and_its_input():
+    """Linear in P, with at least the latent (8 D) and the input (1 or 8 bytes × N) per sample."""
+    N, D = BASE["N"], BASE["D"]
+    for f, input_bytes in (("sign", 1), ("erf", 8)):
+        slope = mem(f=f, test_size=2001) - mem(f=f, test_size=2000)
+        assert mem(f=f, test_size=3000) - mem(f=f, test_size=2000) == 1000 * slope
+        assert slope >= 8 * D + input_bytes * N, f
+
+
+def test_features_operand_and_spectrum_are_counted():
+    """Per seed at least F (8 N·D), the operand (8 D·(N + M)) and Ω with its eigenvectors
+    (2 × 8 D²); the test set and the chunk buffers on top."""
+    for N, D in ((1000, 500), (200, 2000), (5000, 50)):
+        cfg = SimConfig(N=N, D=D, test_size=1)
+        assert memory_per_seed(cfg) >= 8 * (N * D + D * (N + 2) + 2 * D * D)
+    # the D² term: second difference in D at fixed N
+    second = mem(D=502) - 2 * mem(D=501) + mem(D=500)
+    assert second >= 2 * 16
+
+
+def test_contains_the_external_specifications_figure_for_float64_inputs():
+    for values in (dict(f="erf"), dict(f="sign", input_model="equivalent_gaussian"),
+                   dict(f="tanh", N=100, D=4000, test_size=10 ** 5)):
+        cfg = SimConfig(**{**BASE, **values})
+        N, D, P = cfg.N, cfg.D, cfg.test_size
+        assert memory_per_seed(cfg) >= 8 * (N * D + P * N + P * D), values
+
+
+def test_check_resources_refuses_what_does_not_fit(monkeypatch):
+    cfg = SimConfig(**BASE)
+    need = memory_per_seed(cfg)
+    monkeypatch.setattr(resources, "available_memory", lambda: 2 * need - 1)
+    check_resources(cfg, 1)                       # one seed fits
+    with pytest.raises(ConfigError) as info:
+        check_resources(cfg, 2)                   # two do not
+    error = info.value
+    assert error.parameter == "threads" and error.value == 2
+    assert error.allowed == "at most 1 concurrent seed(s)"
+    assert "memory" in str(error) and "GiB" in str(error)
+    monkeypatch.setattr(resources, "available_memory", lambda: None)
+    check_resources(cfg, 1000)                    # unknown memory: no refusal
+
+
+def test_a_run_that_does_not_fit_is_refused_before_anything_is_written(monkeypatch, tmp_path):
+    cfg = SimConfig(N=32, D=16, steps=10, seeds=2, test_size=20)
+    monkeypatch.setattr(resources, "available_memory", lambda: memory_per_seed(cfg))
+    out = tmp_path / "run.h5"
+    with pytest.raises(ConfigError) as info:
+        fastsgd.simulate(cfg, out=out, threads=2)
+    assert info.value.parameter == "threads"
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    run = fastsgd.simulate(cfg, out=out, threads=1)    # one at a time fits
+    assert run.status == ["ok", "ok"]
+
+
+def test_usable_cores_and_available_memory():
+    assert usable_cores() == len(os.sched_getaffinity(0)) >= 1
+    available = resources.available_memory()
+    if os.path.exists("/proc/meminfo"):
+        assert isinstance(available, int) and available > 0
