@@ -481,7 +481,7 @@ def I4(cov, *, g: str = "erf", nodes: int | None = None) -> float:
     Gauss–Legendre with ``nodes`` nodes per pair (default
     :data:`analysis.orthant.DEFAULT_NODES`). ``nodes`` applies to relu only.
 
-    Accuracy (tests/test_relu_i4.py and bench/relu_i4.py, against 30- to 40-digit
+    Accuracy (tests/test_integrals.py and bench/relu_i4.py, against 30- to 40-digit
     quadrature): relative 1e-8 or better (absolute 1e-12 below 1e-4) on well-conditioned
     covariances (~1e-15), on nearly equal fields down to 1 − ρ = 1e-14 (~1e-10; fields equal to
     within the rounding of ρ are merged), on nearly anti-parallel fields down to 1 + ρ = 1e-10,

@@ -1,7 +1,7 @@
 """Accuracy and cost of the ReLU I4 (docs/model.md §5.4): `python bench/relu_i4.py`.
 
 Accuracy: against 30-digit mpmath quadrature (tests/naive.py) on the fixed cases of
-tests/test_relu_i4.py (random, near-degenerate pairs with 1 − |ρ| down to 1e-11, two students
+tests/test_integrals.py (random, near-degenerate pairs with 1 − |ρ| down to 1e-11, two students
 close to two teachers, nearly singular), as relative error (absolute below 1e-4, as docs/model.md
 §5.4 states the goal). Cost: nanoseconds per call inside a compiled loop, by number of distinct
 fields, for a well-conditioned and a nearly singular covariance, and per 𝓘4 table of one
@@ -25,7 +25,7 @@ from analysis.integrals import (I4, relu_field_correlations, relu_i4_sums,  # no
                                 relu_i4_table, relu_workspace)
 from analysis.orthant import NODES, WEIGHTS  # noqa: E402
 from naive import relu_i4_mp  # noqa: E402
-from test_relu_i4 import CASES  # noqa: E402
+from test_integrals import CASES  # noqa: E402
 
 
 @njit

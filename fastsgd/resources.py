@@ -44,7 +44,8 @@ def memory_per_seed(cfg: SimConfig) -> int:
     """Peak bytes of one running seed: F and the GEMM operand [F/√D | W̃ᵀ/√D] (plus its float32
     copy in mixed precision), the test set (latents P·D while it is made, inputs P·N at 1 byte
     for int8 sign inputs, ξ for the equivalent Gaussian model), Ω = FᵀF/N with its
-    eigendecomposition, and the chunk buffers. It contains the 8·(N·D + P·N + P·D)."""
+    eigendecomposition, and the chunk buffers (docs/model.md §8.1). It exceeds the specification's
+    8·(N·D + P·N + P·D) except for int8 sign test inputs, which count one byte per entry."""
     N, D, M, P = cfg.N, cfg.D, cfg.M, cfg.test_size
     input_bytes = 1 if exact_int8_test_inputs(cfg) else 8
     xi = 8 * P * N if cfg.input_model == "equivalent_gaussian" else 0
