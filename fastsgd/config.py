@@ -170,9 +170,7 @@ class SimConfig:
                 divisors = [d for d in range(1, min(self.D, 10 ** 6) + 1) if self.D % d == 0]
                 shown = ", ".join(map(str, divisors if len(divisors) <= 12
                                       else divisors[:6] + ["…"] + divisors[-2:]))
-                raise ConfigError("block_size", f"a divisor of D = {self.D} ({shown})", block,
-                                  message=f"block_size must divide D = {self.D} ({shown}), "
-                                          f"got {block}")
+                raise ConfigError("block_size", f"a divisor of D = {self.D} ({shown})", block)
             set_(self, "block_size", block)
         set_(self, "weights", self._validated_weights())
         _choice(self.standardize, "standardize", STANDARDIZATIONS)

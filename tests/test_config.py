@@ -153,7 +153,7 @@ def test_block_size_error_lists_the_divisors_of_D():
     with pytest.raises(ConfigError) as info:
         SimConfig(D=12, block_size=5)
     assert info.value.allowed == "a divisor of D = 12 (1, 2, 3, 4, 6, 12)"
-    assert str(info.value) == "block_size must divide D = 12 (1, 2, 3, 4, 6, 12), got 5"
+    assert str(info.value) == "block_size must be a divisor of D = 12 (1, 2, 3, 4, 6, 12), got 5"
 
 
 def test_config_error_fields_without_a_value():
