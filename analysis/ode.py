@@ -1,32 +1,49 @@
-"""Gaussian ODEs for online SGD (MODEL.md §5): Saad–Solla for i.i.d. inputs
+"""Gaussian ODEs for online SGD (docs/model.md §5): Saad–Solla for i.i.d. inputs
 (:func:`integrate_scm`) and the hidden manifold model (:func:`integrate_hmm`), started from a
-seed's exact spectral state (:class:`HmmInitialState`, MODEL.md §4.4).
+seed's exact spectral state (:class:`HmmInitialState`, docs/model.md §4.4).
 
 Both right-hand sides and both integrators (explicit Euler with the published integrators'
-semantics, classical RK4) run in one numba kernel; the integrals come from
+semantics, classical RK4) run in numba kernels; the integrals come from
 :mod:`analysis.integrals` and the folding coefficients from :mod:`analysis.activations`, the same
 definitions the simulator uses.
+
+The kernels take three named tuples, each built by one function, so that a field is named once:
+
+- :class:`OdeParameters` (:func:`ode_parameters`): the model and everything constant during an
+  integration;
+- :class:`OdeGrid` (:func:`ode_grid`): the integrator, its step and the output times;
+- :class:`OdeWorkspace` (:func:`ode_workspace`): the scratch arrays of one right-hand side.
+
+Every call of a compiled kernel increments and decrements the reference count of each array it
+receives, those inside a named tuple included. The kernels evaluated once per step that take the
+tuples are therefore inlined (``inline=True``) into :func:`_rhs`, the one compiled boundary per
+evaluation of F, and the integrators into :func:`_integrate`. :func:`_rhs` itself is not inlined:
+an inlined kernel is compiled again at each call site (measured: twice the compile time for a
+few per cent). The kernels with reassociated loops (:func:`_hmm_closure`,
+:func:`_hmm_densities`) are never inlined: their flags must not reach, or be lost in, a caller.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from analysis.activations import (ACTIVATION_CODES, ACTIVATIONS, G_ERF, G_RELU,
                                   folding_coefficients)
 from analysis.integrals import (erf_i3_lambda3, erf_i3_value, erf_i4_lambda0, erf_i4_lambda4,
                                 erf_i4_lambda_side, erf_i4_value, generalisation_error_kernel,
                                 i2_at, i3_at, i4_at, j2_at, relu_i4_sums)
+from analysis.jit import theory_kernel
 from analysis.orthant import NODES, WEIGHTS
 
 
 @dataclass(frozen=True)
 class HmmInitialState:
-    """Exact spectral state of one seed at step 0, from which the HMM ODE starts (MODEL.md §4.4).
+    """Exact spectral state of one seed at step 0, from which the HMM ODE starts
+    (docs/model.md §4.4).
 
     Attributes
     ----------
@@ -78,122 +95,280 @@ class HmmInitialState:
         return self.rhos.shape[0]
 
 
-# ====================================================================== the ODE right-hand sides
+# ====================================================================== the kernels' arguments
 SCM, HMM = 0, 1
 EULER, RK4 = 0, 1
 METHODS = {"euler": EULER, "rk4": RK4}
 _DEGENERATE = 1e-12
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _field_integrals(C, K, M, v, A, g, sigma, train_v, drift, i4sum, j2, i2u, scratch):
-    """Sums over the fields that every equation needs, with u = (−v, A) over all K + M fields:
-    drift[k, b] = Σ_a u_a I3(k, b, a); i4sum[k, l] = 𝓘4(k, l) = Σ_{a,b} u_a u_b I4(k, l, a, b);
-    j2[k, l] = σ² J2(k, l); i2u[k] = Σ_a u_a I2(k, a) (only when v is trained: dv/dt alone
-    needs it).
+class OdeParameters(NamedTuple):
+    """Everything constant during one integration; built by :func:`ode_parameters` only.
 
-    For erf the parts of I3 and I4 that depend on fewer indices (Λ₃ per (k, a); Λ₄ per (k, l),
-    Λ₁ per a) are computed once per evaluation from the same formulas as
-    :func:`analysis.integrals.i3_entries` and :func:`analysis.integrals.i4_entries`. For relu
-    𝓘4 comes from :func:`analysis.integrals.relu_i4_sums`, which computes the one- and
-    two-field parts once per evaluation; only terms with four distinct fields need a
-    quadrature.
-    ``scratch`` is (2, K + M)."""
+    Attributes
+    ----------
+    model : SCM or HMM.
+    K, M, D : students, teachers, eigenvalues (D = 0 for SCM).
+    rhos : (D,) eigenvalues ρ_τ.
+    Yr : (M, M, D) the r-equation's teacher term Y^n for each m: T̃^{nm} or ω_nτ ω_mτ.
+    T : (M, M) teacher covariance.
+    A : (M,) teacher second layer.
+    lr : learning rate η.
+    delta : δ = D/N (1 for SCM).
+    b, zeta, c_f : folding coefficients of f (0 for SCM).
+    g : activation code.
+    sigma : output-noise standard deviation.
+    train_v : whether the second layer is trained.
+    d_rho, b_rho, noise_rho : (D,) d(ρ) = ζδ + b²ρ, bρ and ζρ + b²ρ²/δ over the eigenvalues.
+    """
+
+    model: int
+    K: int
+    M: int
+    D: int
+    rhos: np.ndarray
+    Yr: np.ndarray
+    T: np.ndarray
+    A: np.ndarray
+    lr: float
+    delta: float
+    b: float
+    zeta: float
+    c_f: float
+    g: int
+    sigma: float
+    train_v: bool
+    d_rho: np.ndarray
+    b_rho: np.ndarray
+    noise_rho: np.ndarray
+
+
+class OdeGrid(NamedTuple):
+    """The integrator and where it reports; built by :func:`ode_grid` only.
+
+    Attributes
+    ----------
+    method : EULER or RK4.
+    dt : step.
+    t : (n,) output times, sorted.
+    lo, theta : (n,) t = (lo + θ)·dt with θ = 0 on the grid (Euler interpolates off it).
+    """
+
+    method: int
+    dt: float
+    t: np.ndarray
+    lo: np.ndarray
+    theta: np.ndarray
+
+
+class OdeWorkspace(NamedTuple):
+    """Scratch arrays of one right-hand side evaluation; built by :func:`ode_workspace` only.
+
+    Attributes
+    ----------
+    C : (K + M, K + M) covariance of all fields.
+    drift : (K, K + M) Σ_a u_a I3(k, b, a).
+    i4sum : (K, K) 𝓘4(k, l).
+    j2 : (K, K) σ² J2(k, l).
+    i2u : (K,) Σ_a u_a I2(k, a).
+    Bmat, gamma : (K, K), (K, M) coefficients of the HMM bracket.
+    Sigma, noise : (K, K) ⟨σ⟩_τ and η² v_k v_l (𝓘4 + σ²J2).
+    u, side : (K + M,) u = (−v, A) and a per-field erf factor.
+    acc_x, acc_y : (D,) accumulators of the density equations.
+    """
+
+    C: np.ndarray
+    drift: np.ndarray
+    i4sum: np.ndarray
+    j2: np.ndarray
+    i2u: np.ndarray
+    Bmat: np.ndarray
+    gamma: np.ndarray
+    Sigma: np.ndarray
+    noise: np.ndarray
+    u: np.ndarray
+    side: np.ndarray
+    acc_x: np.ndarray
+    acc_y: np.ndarray
+
+
+@theory_kernel()
+def _spectral_tables(rhos, delta, b, zeta):
+    """d(ρ) = ζδ + b²ρ, bρ and ζρ + b²ρ²/δ tabulated over the eigenvalues (docs/model.md §5.2)."""
+    D = rhos.shape[0]
+    d_rho = np.empty(D)
+    b_rho = np.empty(D)
+    noise_rho = np.empty(D)
+    for t in range(D):
+        d_rho[t] = zeta * delta + b * b * rhos[t]
+        b_rho[t] = b * rhos[t]
+        noise_rho[t] = zeta * rhos[t] + b * b * rhos[t] ** 2 / delta
+    return d_rho, b_rho, noise_rho
+
+
+def ode_parameters(model: int, K: int, T: np.ndarray, A: np.ndarray, *, lr: float, g: int,
+                   sigma: float, train_v: bool, rhos: np.ndarray | None = None,
+                   Yr: np.ndarray | None = None, delta: float = 1.0, b: float = 0.0,
+                   zeta: float = 0.0, c_f: float = 0.0) -> OdeParameters:
+    """The one constructor of :class:`OdeParameters` (the kernels' types are fixed here).
+
+    Parameters
+    ----------
+    model : SCM or HMM.
+    K : number of students.
+    T, A : (M, M) teacher covariance and (M,) teacher second layer, C-contiguous float64.
+    lr, g, sigma, train_v : learning rate, activation code, output noise, second layer trained.
+    rhos, Yr : HMM only: (D,) eigenvalues and (M, M, D) teacher term (D = 0 when omitted).
+    delta, b, zeta, c_f : HMM only: δ and the folding coefficients.
+
+    Returns
+    -------
+    OdeParameters
+    """
+    M = T.shape[0]
+    rhos = np.empty(0) if rhos is None else np.ascontiguousarray(rhos, dtype=np.float64)
+    Yr = np.empty((M, M, 0)) if Yr is None else np.ascontiguousarray(Yr, dtype=np.float64)
+    delta, b, zeta = float(delta), float(b), float(zeta)
+    d_rho, b_rho, noise_rho = _spectral_tables(rhos, delta, b, zeta)
+    return OdeParameters(model=int(model), K=int(K), M=int(M), D=int(rhos.shape[0]), rhos=rhos,
+                         Yr=Yr, T=np.ascontiguousarray(T, dtype=np.float64),
+                         A=np.ascontiguousarray(A, dtype=np.float64), lr=float(lr), delta=delta,
+                         b=b, zeta=zeta, c_f=float(c_f), g=int(g), sigma=float(sigma),
+                         train_v=bool(train_v), d_rho=d_rho, b_rho=b_rho, noise_rho=noise_rho)
+
+
+def _grid_positions(t: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    x = t / dt
+    nearest = np.rint(x)
+    on_grid = np.abs(x - nearest) <= 1e-9
+    lo = np.where(on_grid, nearest, np.floor(x)).astype(np.int64)
+    theta = np.where(on_grid, 0.0, x - lo)
+    return lo, theta
+
+
+def ode_grid(method: int, dt: float, t: np.ndarray) -> OdeGrid:
+    """The one constructor of :class:`OdeGrid`: integrator code, step and output times."""
+    lo, theta = _grid_positions(t, dt)
+    return OdeGrid(method=int(method), dt=float(dt), t=t, lo=lo, theta=theta)
+
+
+@theory_kernel()
+def ode_workspace(K, M, D):
+    """The one constructor of :class:`OdeWorkspace` for K students, M teachers, D eigenvalues."""
     n = K + M
-    u = scratch[0]
-    side = scratch[1]
+    return OdeWorkspace(np.empty((n, n)), np.empty((K, n)), np.empty((K, K)), np.empty((K, K)),
+                        np.empty(K), np.empty((K, K)), np.empty((K, M)), np.empty((K, K)),
+                        np.empty((K, K)), np.empty(n), np.empty(n), np.empty(D), np.empty(D))
+
+
+# ====================================================================== the field integrals
+@theory_kernel(inline=True)
+def _field_integrals(p, w, v):
+    """Sums over the fields that every equation needs, with u = (−v, A) over all K + M fields.
+
+    Fills ``w.drift[k, b]`` = Σ_a u_a I3(k, b, a), ``w.i4sum[k, l]`` = 𝓘4(k, l) =
+    Σ_{a,b} u_a u_b I4(k, l, a, b), ``w.j2[k, l]`` = σ² J2(k, l) and ``w.i2u[k]`` =
+    Σ_a u_a I2(k, a) (only when v is trained: dv/dt alone needs it), on the covariance ``w.C``.
+
+    For relu 𝓘4 comes from :func:`analysis.integrals.relu_i4_sums`, which computes the one- and
+    two-field parts once per evaluation; only terms with four distinct fields need a quadrature.
+    """
+    K, M, C, u = p.K, p.M, w.C, w.u
     for j in range(K):
         u[j] = -v[j]
     for m in range(M):
-        u[K + m] = A[m]
-    erf = g == G_ERF
-    if g == G_RELU:
-        relu_i4_sums(C, K, u, i4sum, NODES, WEIGHTS)
+        u[K + m] = p.A[m]
+    if p.g == G_RELU:
+        relu_i4_sums(C, K, u, w.i4sum, NODES, WEIGHTS)
+    _drift_sums(p, w)
     for k in range(K):
+        for l in range(k, K):
+            acc = w.i4sum[k, l]       # relu: relu_i4_sums filled it
+            if p.g == G_ERF:
+                acc = _erf_i4_sum(C, k, l, u, w.side)
+            elif p.g != G_RELU:
+                acc = _i4_sum(C, k, l, u, p.g)
+            w.i4sum[k, l] = acc
+            w.i4sum[l, k] = acc
+            noise = p.sigma * p.sigma * j2_at(C, k, l, p.g) if p.sigma > 0.0 else 0.0
+            w.j2[k, l] = noise
+            w.j2[l, k] = noise
+
+
+@theory_kernel(inline=True)
+def _drift_sums(p, w):
+    """``w.drift`` and ``w.i2u`` of :func:`_field_integrals` (u = ``w.u`` filled).
+
+    For erf the part of I3 that depends on fewer indices (Λ₃ per (k, a)) is computed once per
+    evaluation from the same formulas as :func:`analysis.integrals.i3_entries`.
+    """
+    n = p.K + p.M
+    C, u, side, g = w.C, w.u, w.side, p.g
+    for k in range(p.K):
         acc2 = 0.0
-        if train_v:
+        if p.train_v:
             for a in range(n):
                 acc2 += u[a] * i2_at(C, k, a, g)
-        i2u[k] = acc2
-        if erf:
+        w.i2u[k] = acc2
+        if g == G_ERF:
             for a in range(n):
                 side[a] = u[a] / math.sqrt(erf_i3_lambda3(C[k, k], C[k, a], C[a, a]))
             for b in range(n):
                 acc = 0.0
                 for a in range(n):
                     acc += erf_i3_value(C[k, k], C[k, b], C[k, a], C[b, a], side[a])
-                drift[k, b] = acc
+                w.drift[k, b] = acc
         else:
             for b in range(n):
                 acc = 0.0
                 for a in range(n):
                     acc += u[a] * i3_at(C, k, b, a, g)
-                drift[k, b] = acc
-    for k in range(K):
-        for l in range(k, K):
-            acc = i4sum[k, l]       # relu: relu_i4_sums filled it
-            if erf:
-                acc = 0.0
-                c00, c01, c11 = C[k, k], C[k, l], C[l, l]
-                lam4 = erf_i4_lambda4(c00, c01, c11)
-                inv4 = 1.0 / math.sqrt(lam4)
-                for a in range(n):
-                    side[a] = 1.0 / math.sqrt(erf_i4_lambda_side(lam4, c00, c01, c11, C[k, a],
-                                                                 C[l, a], C[a, a]))
-                for a in range(n):
-                    for b in range(a, n):
-                        lam0 = erf_i4_lambda0(lam4, c00, c01, c11, C[k, a], C[k, b], C[l, a],
-                                              C[l, b], C[a, b])
-                        weight = u[a] * u[b] if a == b else 2.0 * u[a] * u[b]
-                        acc += weight * erf_i4_value(inv4, lam0, side[a], side[b])
-            elif g != G_RELU:
-                acc = 0.0
-                for a in range(n):
-                    acc += u[a] * u[a] * i4_at(C, k, l, a, a, g)
-                    for b in range(a + 1, n):
-                        acc += 2.0 * u[a] * u[b] * i4_at(C, k, l, a, b, g)
-            i4sum[k, l] = acc
-            i4sum[l, k] = acc
-            noise = sigma * sigma * j2_at(C, k, l, g) if sigma > 0.0 else 0.0
-            j2[k, l] = noise
-            j2[l, k] = noise
+                w.drift[k, b] = acc
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _scm_rhs(y, dy, K, M, T, A, lr, g, sigma, train_v, C, drift, i4sum, j2, i2u, scratch):
-    """Saad–Solla ODE (MODEL.md §5.1) on y = [Q (K·K), R (K·M), v (K)]. Returns False when C is
-    non-finite. (Indexes y and dy directly: array views cost more than the arithmetic here.)"""
-    KK = K * K
-    KKM = KK + K * M
-    for k in range(K):
-        for l in range(K):
-            C[k, l] = y[k * K + l]
-        for n in range(M):
-            C[k, K + n] = C[K + n, k] = y[KK + k * M + n]
-    for n in range(M):
-        for m in range(M):
-            C[K + n, K + m] = T[n, m]
-    if not _covariance_ok(C, K, M, False):
-        return False
-    _field_integrals(C, K, M, y[KKM:], A, g, sigma, train_v, drift, i4sum, j2, i2u, scratch)
-    for k in range(K):
-        vk = y[KKM + k]
-        for l in range(K):
-            vl = y[KKM + l]
-            dy[k * K + l] = (lr * (vk * drift[k, l] + vl * drift[l, k])
-                             + lr * lr * vk * vl * (i4sum[k, l] + j2[k, l]))
-        for n in range(M):
-            dy[KK + k * M + n] = lr * vk * drift[k, K + n]
-        dy[KKM + k] = lr * i2u[k] if train_v else 0.0
-    return _all_finite(dy)
+@theory_kernel(inline=True)
+def _erf_i4_sum(C, k, l, u, side):
+    """𝓘4(k, l) for erf, with Λ₄ per (k, l) and Λ₁ per field computed once, from the same
+    formulas as :func:`analysis.integrals.i4_entries`; ``side`` is scratch of the fields'
+    length."""
+    n = u.shape[0]
+    acc = 0.0
+    c00, c01, c11 = C[k, k], C[k, l], C[l, l]
+    lam4 = erf_i4_lambda4(c00, c01, c11)
+    inv4 = 1.0 / math.sqrt(lam4)
+    for a in range(n):
+        side[a] = 1.0 / math.sqrt(erf_i4_lambda_side(lam4, c00, c01, c11, C[k, a], C[l, a],
+                                                     C[a, a]))
+    for a in range(n):
+        for b in range(a, n):
+            lam0 = erf_i4_lambda0(lam4, c00, c01, c11, C[k, a], C[k, b], C[l, a], C[l, b],
+                                  C[a, b])
+            weight = u[a] * u[b] if a == b else 2.0 * u[a] * u[b]
+            acc += weight * erf_i4_value(inv4, lam0, side[a], side[b])
+    return acc
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel(inline=True)
+def _i4_sum(C, k, l, u, g):
+    """𝓘4(k, l) = Σ_{a,b} u_a u_b I4(k, l, a, b) from :func:`analysis.integrals.i4_at`."""
+    n = u.shape[0]
+    acc = 0.0
+    for a in range(n):
+        acc += u[a] * u[a] * i4_at(C, k, l, a, a, g)
+        for b in range(a + 1, n):
+            acc += 2.0 * u[a] * u[b] * i4_at(C, k, l, a, b, g)
+    return acc
+
+
+@theory_kernel()
 def _covariance_ok(C, K, M, check_determinants):
-    """Finite C with positive field variances; with ``check_determinants`` (the HMM bracket
-    divides by them) every det_kj and det_kn must exceed 1e-12 × the product of its diagonal
-    entries (MODEL.md §5.5). The Saad–Solla equations divide by no determinant: a student that
-    has learned the teacher exactly (singular C) is their fixed point, not a failure."""
+    """Whether the covariance C of the K + M fields is usable (docs/model.md §5.5).
+
+    C must be finite with positive field variances; with ``check_determinants`` (the HMM
+    bracket divides by them) every det_kj and det_kn must exceed 1e-12 × the product of its
+    diagonal entries. The Saad–Solla equations divide by no determinant: a student that has
+    learned the teacher exactly (singular C) is their fixed point, not a failure.
+    """
     n = K + M
     for a in range(n):
         if not (C[a, a] > 0.0 and math.isfinite(C[a, a])):
@@ -212,22 +387,56 @@ def _covariance_ok(C, K, M, check_determinants):
     return True
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@theory_kernel()
 def _all_finite(a):
+    """Whether every entry of the 1-D array ``a`` is finite."""
     for i in range(a.shape[0]):
         if not math.isfinite(a[i]):
             return False
     return True
 
 
+# ====================================================================== the right-hand sides
+@theory_kernel(inline=True)
+def _scm_rhs(y, dy, p, w):
+    """Saad–Solla ODE (docs/model.md §5.1): dy = F(y) on y = [Q (K·K), R (K·M), v (K)].
+
+    Returns False when C is non-finite. (Indexes y and dy directly: array views cost more than
+    the arithmetic here.)
+    """
+    K, M, C = p.K, p.M, w.C
+    KK = K * K
+    KKM = KK + K * M
+    for k in range(K):
+        for l in range(K):
+            C[k, l] = y[k * K + l]
+        for n in range(M):
+            C[k, K + n] = C[K + n, k] = y[KK + k * M + n]
+    for n in range(M):
+        for m in range(M):
+            C[K + n, K + m] = p.T[n, m]
+    if not _covariance_ok(C, K, M, False):
+        return False
+    _field_integrals(p, w, y[KKM:])
+    lr, drift, i4sum, j2 = p.lr, w.drift, w.i4sum, w.j2
+    for k in range(K):
+        vk = y[KKM + k]
+        for l in range(K):
+            vl = y[KKM + l]
+            dy[k * K + l] = (lr * (vk * drift[k, l] + vl * drift[l, k])
+                             + lr * lr * vk * vl * (i4sum[k, l] + j2[k, l]))
+        for n in range(M):
+            dy[KK + k * M + n] = lr * vk * drift[k, K + n]
+        dy[KKM + k] = lr * w.i2u[k] if p.train_v else 0.0
+    return _all_finite(dy)
+
+
 # Loops over the D eigenvalues may be reassociated (vectorised sums, fused multiply-adds); no
 # flag that assumes finite values is set, so NaN and inf still reach the failure checks.
-_FAST = {"reassoc", "contract"}
-
-
-@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
+@theory_kernel(reassociate=True)
 def _hmm_closure(y, K, M, D, b, zeta, Q, R, Sigma):
-    """Σ = (1/D)Σ_τ σ(ρ_τ), Q = ζW + b²Σ, R = (b/D)Σ_τ r(ρ_τ)."""
+    """The closure Σ = (1/D)Σ_τ σ(ρ_τ), Q = ζW + b²Σ, R = (b/D)Σ_τ r(ρ_τ) (docs/model.md §5.2),
+    written into ``Q``, ``R`` and ``Sigma`` from the HMM state y."""
     r = y[:K * M * D].reshape((K, M, D))
     sig = y[K * M * D:K * M * D + K * K * D].reshape((K, K, D))
     W = y[K * M * D + K * K * D:K * M * D + K * K * D + K * K].reshape((K, K))
@@ -245,13 +454,16 @@ def _hmm_closure(y, K, M, D, b, zeta, Q, R, Sigma):
             R[k, n] = b * acc / D
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
-def _hmm_densities(r, sig, dr, dsig, Yr, Bmat, gamma, v, rate, d_rho, b_rho, noise_rho, noise,
-                   acc_x, acc_y):
-    """The density equations, given B, γ (see :func:`_hmm_rhs`), with d(ρ) = ζδ + b²ρ,
-    bρ and ζρ + b²ρ²/δ tabulated over the eigenvalues; ``noise`` (K, K) is
-    η² v_k v_l (𝓘4 + σ²J2)."""
+@theory_kernel(reassociate=True)
+def _hmm_densities(p, w, r, sig, dr, dsig, v, rate):
+    """The density equations of docs/model.md §5.2 into ``dr`` (K, M, D), ``dsig`` (K, K, D).
+
+    Given B, γ (``w.Bmat``, ``w.gamma``, see :func:`_hmm_bracket`), ``w.noise`` (K, K) =
+    η² v_k v_l (𝓘4 + σ²J2), ``rate`` = η/δ and the tables d(ρ), bρ, ζρ + b²ρ²/δ of ``p``.
+    """
     K, M, D = r.shape
+    Yr, Bmat, gamma, acc_x, acc_y = p.Yr, w.Bmat, w.gamma, w.acc_x, w.acc_y
+    d_rho, b_rho, noise_rho = p.d_rho, p.b_rho, p.noise_rho
     for k in range(K):
         vk = rate * v[k]
         for m in range(M):
@@ -281,41 +493,26 @@ def _hmm_densities(r, sig, dr, dsig, Yr, Bmat, gamma, v, rate, d_rho, b_rho, noi
                 cl = v[l] * gamma[l, n]
                 for t in range(D):
                     acc_y[t] += ck * r[l, n, t] + cl * r[k, n, t]
-            nkl = noise[k, l]
+            nkl = w.noise[k, l]
             for t in range(D):
                 value = rate * (d_rho[t] * acc_x[t] + b_rho[t] * acc_y[t]) + nkl * noise_rho[t]
                 dsig[k, l, t] = value
                 dsig[l, k, t] = value
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _hmm_rhs(y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, train_v,
-             C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d, scratch):
-    """Hidden-manifold ODE (MODEL.md §5.2) on y = [r (K·M·D), σ (K·K·D), W (K·K), v (K)].
+@theory_kernel(inline=True)
+def _hmm_bracket(p, w, v):
+    """The coefficients B (``w.Bmat``) and γ (``w.gamma``) of the bracket
+    𝓛_k[X, Y](ρ) = v_k {d(ρ) Σ_j B_kj X^j + bρ Σ_n γ_kn Y^n} (docs/model.md §5.2):
 
-    With the bracket written as 𝓛_k[X, Y](ρ) = v_k {d(ρ) Σ_j B_kj X^j + bρ Σ_n γ_kn Y^n}:
       B_kk = −Σ_{j≠k} v_j [Q^{jj}I3(k,k,j) − Q^{kj}I3(k,j,j)]/det_kj − v_k I3(k,k,k)/Q^{kk}
              + Σ_n A_n [T^{nn}I3(k,k,n) − R^{kn}I3(k,n,n)]/det_kn,
       B_kj = −v_j [Q^{kk}I3(k,j,j) − Q^{kj}I3(k,k,j)]/det_kj  (j ≠ k),
       γ_kn = A_n [Q^{kk}I3(k,n,n) − R^{kn}I3(k,k,n)]/det_kn.
-    ``Yr`` (M, M, D) holds the r-equation's teacher term Y^n for each m: T̃^{nm} or ω_nτ ω_mτ.
     """
-    KMD = K * M * D
-    KKD = K * K * D
-    d_rho, b_rho, noise_rho, acc_x, acc_y = work_d[0], work_d[1], work_d[2], work_d[3], work_d[4]
-    Sigma, noise = work_kk[0], work_kk[1]
+    K, M, C, T, A, g = p.K, p.M, w.C, p.T, p.A, p.g
     Q = C[:K, :K]
     R = C[:K, K:]
-    _hmm_closure(y, K, M, D, b, zeta, Q, R, Sigma)
-    for n in range(M):
-        for k in range(K):
-            C[K + n, k] = C[k, K + n]
-        for m in range(M):
-            C[K + n, K + m] = T[n, m]
-    if not _covariance_ok(C, K, M, True):
-        return False
-    v = y[KMD + KKD + K * K:]
-    _field_integrals(C, K, M, v, A, g, sigma, train_v, drift, i4sum, j2, i2u, scratch)
     for k in range(K):
         diag = -v[k] * i3_at(C, k, k, k, g) / Q[k, k]
         for j in range(K):
@@ -323,165 +520,199 @@ def _hmm_rhs(y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, 
                 continue
             det = Q[k, k] * Q[j, j] - Q[k, j] * Q[k, j]
             diag -= v[j] * (Q[j, j] * i3_at(C, k, k, j, g) - Q[k, j] * i3_at(C, k, j, j, g)) / det
-            Bmat[k, j] = -v[j] * (Q[k, k] * i3_at(C, k, j, j, g)
-                                  - Q[k, j] * i3_at(C, k, k, j, g)) / det
+            w.Bmat[k, j] = -v[j] * (Q[k, k] * i3_at(C, k, j, j, g)
+                                    - Q[k, j] * i3_at(C, k, k, j, g)) / det
         for n in range(M):
             tn = K + n
             det = Q[k, k] * T[n, n] - R[k, n] * R[k, n]
-            diag += A[n] * (T[n, n] * i3_at(C, k, k, tn, g) - R[k, n] * i3_at(C, k, tn, tn, g)) / det
-            gamma[k, n] = A[n] * (Q[k, k] * i3_at(C, k, tn, tn, g)
-                                  - R[k, n] * i3_at(C, k, k, tn, g)) / det
-        Bmat[k, k] = diag
+            diag += A[n] * (T[n, n] * i3_at(C, k, k, tn, g)
+                            - R[k, n] * i3_at(C, k, tn, tn, g)) / det
+            w.gamma[k, n] = A[n] * (Q[k, k] * i3_at(C, k, tn, tn, g)
+                                    - R[k, n] * i3_at(C, k, k, tn, g)) / det
+        w.Bmat[k, k] = diag
 
+
+@theory_kernel(inline=True)
+def _hmm_rhs(y, dy, p, w):
+    """Hidden-manifold ODE (docs/model.md §5.2): dy = F(y) on
+    y = [r (K·M·D), σ (K·K·D), W (K·K), v (K)].
+
+    Returns False when the covariance is degenerate or dy is non-finite.
+    """
+    K, M, D, C, lr = p.K, p.M, p.D, w.C, p.lr
+    KMD = K * M * D
+    KKD = K * K * D
+    _hmm_closure(y, K, M, D, p.b, p.zeta, C[:K, :K], C[:K, K:], w.Sigma)
+    for n in range(M):
+        for k in range(K):
+            C[K + n, k] = C[k, K + n]
+        for m in range(M):
+            C[K + n, K + m] = p.T[n, m]
+    if not _covariance_ok(C, K, M, True):
+        return False
+    v = y[KMD + KKD + K * K:]
+    _field_integrals(p, w, v)
+    _hmm_bracket(p, w, v)
+    drift, i4sum, j2, noise = w.drift, w.i4sum, w.j2, w.noise
     dW = dy[KMD + KKD:KMD + KKD + K * K].reshape((K, K))
     dv = dy[KMD + KKD + K * K:]
     for k in range(K):
         for l in range(K):
             noise[k, l] = lr * lr * v[k] * v[l] * (i4sum[k, l] + j2[k, l])
-    _hmm_densities(y[:KMD].reshape((K, M, D)), y[KMD:KMD + KKD].reshape((K, K, D)),
-                   dy[:KMD].reshape((K, M, D)), dy[KMD:KMD + KKD].reshape((K, K, D)), Yr, Bmat,
-                   gamma, v, lr / delta, d_rho, b_rho, noise_rho, noise, acc_x, acc_y)
+    _hmm_densities(p, w, y[:KMD].reshape((K, M, D)), y[KMD:KMD + KKD].reshape((K, K, D)),
+                   dy[:KMD].reshape((K, M, D)), dy[KMD:KMD + KKD].reshape((K, K, D)), v,
+                   lr / p.delta)
     for k in range(K):
         for l in range(K):
             dW[k, l] = (lr * (v[k] * drift[k, l] + v[l] * drift[l, k])
-                        + lr * lr * c_f * v[k] * v[l] * (i4sum[k, l] + j2[k, l]))
-        dv[k] = lr * i2u[k] if train_v else 0.0
+                        + lr * lr * p.c_f * v[k] * v[l] * (i4sum[k, l] + j2[k, l]))
+        dv[k] = lr * w.i2u[k] if p.train_v else 0.0
     return _all_finite(dy)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _rhs(model, y, dy, params, work):
-    """dy = F(y) for the model; ``params`` = (K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f,
-    g, sigma, train_v), ``work`` = the workspaces. False when the state is unusable."""
-    K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, train_v = params
-    C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d, scratch = work
-    if model == SCM:
-        return _scm_rhs(y, dy, K, M, T, A, lr, g, sigma, train_v, C, drift, i4sum, j2, i2u,
-                        scratch)
-    return _hmm_rhs(y, dy, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, train_v,
-                    C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d, scratch)
+@theory_kernel()
+def _rhs(y, dy, p, w):
+    """dy = F(y) for the model ``p.model``; False when the state is unusable.
+
+    Compiled once, with the model's right-hand side and the field integrals inlined into it
+    (see the module's notes); both integrators call it."""
+    if p.model == SCM:
+        return _scm_rhs(y, dy, p, w)
+    return _hmm_rhs(y, dy, p, w)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _observe(model, y, K, M, D, b, zeta, out):
-    """out = [Q (K·K), R (K·M), v (K), W (K·K), Σ (K·K)], all linear in the state y."""
+@theory_kernel()
+def _observe(p, y, out):
+    """out = [Q (K·K), R (K·M), v (K), W (K·K), Σ (K·K)], all linear in the state y; False when
+    Q, R or v is non-finite. W and Σ are NaN for SCM."""
+    K, M = p.K, p.M
     KK, KM = K * K, K * M
     Q = out[:KK].reshape((K, K))
     R = out[KK:KK + KM].reshape((K, M))
     W = out[KK + KM + K:2 * KK + KM + K].reshape((K, K))
     Sigma = out[2 * KK + KM + K:].reshape((K, K))
-    if model == SCM:
+    if p.model == SCM:
         out[:KK + KM + K] = y
         W[:, :] = math.nan
         Sigma[:, :] = math.nan
     else:
-        _hmm_closure(y, K, M, D, b, zeta, Q, R, Sigma)
-        start = K * M * D + K * K * D
+        _hmm_closure(y, K, M, p.D, p.b, p.zeta, Q, R, Sigma)
+        start = K * M * p.D + K * K * p.D
         W[:, :] = y[start:start + KK].reshape((K, K))
         out[KK + KM:KK + KM + K] = y[start + KK:]
     return _all_finite(out[:KK + KM + K])
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _integrate(model, method, y0, dt, t_eval, lo, theta, K, M, D, rhos, Yr, T, A, lr, delta,
-               b, zeta, c_f, g, sigma, train_v, out):
-    """Integrate from y0 and fill ``out`` (n_eval, n_obs) at ``t_eval``; rows not reached stay
-    NaN. Returns the failure time, or −1.0 when every row was filled.
+# ====================================================================== the integrators
+@theory_kernel()
+def _integrate(p, grid, y0, out):
+    """Integrate from y0 and fill ``out`` (n_eval, n_obs) at ``grid.t``; rows not reached stay
+    NaN (docs/model.md §5.5).
 
-    euler: y_{n+1} = y_n + dt·F(y_n); the row at t = n·dt is the n-th iterate, a t off the grid
-    is (1 − θ)·y_lo + θ·y_{lo+1}. rk4: classical steps of dt, the last step before each t_eval
-    shortened to land on it.
+    Returns
+    -------
+    float
+        The failure time, or −1.0 when every row was filled.
     """
-    n_eval = t_eval.shape[0]
-    n_obs = out.shape[1]
-    C = np.empty((K + M, K + M))
-    drift = np.empty((K, K + M))
-    i4sum = np.empty((K, K))
-    j2 = np.empty((K, K))
-    i2u = np.empty(K)
-    Bmat = np.empty((K, K))
-    gamma = np.empty((K, M))
-    work_kk = np.empty((2, K, K))
-    work_d = np.empty((5, D))
-    for t in range(D):
-        work_d[0, t] = zeta * delta + b * b * rhos[t]              # d(ρ)
-        work_d[1, t] = b * rhos[t]                                 # bρ
-        work_d[2, t] = zeta * rhos[t] + b * b * rhos[t] ** 2 / delta  # ζρ + b²ρ²/δ
-    params = (K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f, g, sigma, train_v)
-    work = (C, drift, i4sum, j2, i2u, Bmat, gamma, work_kk, work_d, np.empty((2, K + M)))
+    n_eval = grid.t.shape[0]
+    w = ode_workspace(p.K, p.M, p.D)
     y = y0.copy()
-    dy = np.empty_like(y)
-    obs = np.empty(n_obs)
+    obs = np.empty(out.shape[1])
     out[:, :] = 0.0
     done = np.zeros(n_eval, dtype=np.bool_)
-    failed_at = -1.0
-    if method == EULER:
-        n_max = 0
-        for i in range(n_eval):
-            n_max = max(n_max, lo[i] + (1 if theta[i] > 0.0 else 0))
-        first = 0
-        for n in range(n_max + 1):
-            if first < n_eval and lo[first] <= n:
-                if not _observe(model, y, K, M, D, b, zeta, obs):
-                    failed_at = n * dt
-                    break
-                for i in range(first, n_eval):
-                    if lo[i] > n:
-                        break
-                    if lo[i] == n:
-                        out[i] += (1.0 - theta[i]) * obs
-                        if theta[i] == 0.0:
-                            done[i] = True
-                    elif lo[i] + 1 == n and theta[i] > 0.0:
-                        out[i] += theta[i] * obs
-                        done[i] = True
-                while first < n_eval and done[first]:
-                    first += 1
-            if n == n_max:
-                break
-            if not _rhs(model, y, dy, params, work):
-                failed_at = n * dt
-                break
-            for q in range(y.shape[0]):
-                y[q] += dt * dy[q]
+    if grid.method == EULER:
+        failed_at = _euler(p, grid, w, y, obs, out, done)
     else:
-        k1 = np.empty_like(y)
-        k2 = np.empty_like(y)
-        k3 = np.empty_like(y)
-        k4 = np.empty_like(y)
-        stage = np.empty_like(y)
-        t = 0.0
-        for i in range(n_eval):
-            target = t_eval[i]
-            ok = True
-            while target - t > 1e-9 * dt:
-                h = min(dt, target - t)
-                ok = _rhs(model, y, k1, params, work)
-                if ok:
-                    stage[:] = y + 0.5 * h * k1
-                    ok = _rhs(model, stage, k2, params, work)
-                if ok:
-                    stage[:] = y + 0.5 * h * k2
-                    ok = _rhs(model, stage, k3, params, work)
-                if ok:
-                    stage[:] = y + h * k3
-                    ok = _rhs(model, stage, k4, params, work)
-                if not ok:
-                    failed_at = t
-                    break
-                for q in range(y.shape[0]):
-                    y[q] += h / 6.0 * (k1[q] + 2.0 * k2[q] + 2.0 * k3[q] + k4[q])
-                t = target if target - (t + h) <= 1e-9 * dt else t + h
-            if not ok or not _observe(model, y, K, M, D, b, zeta, obs):
-                if failed_at < 0.0:
-                    failed_at = t
-                break
-            out[i] = obs
-            done[i] = True
+        failed_at = _rk4(p, grid, w, y, obs, out, done)
     for i in range(n_eval):
         if not done[i]:
             out[i, :] = math.nan
     return failed_at
+
+
+@theory_kernel(inline=True)
+def _euler(p, grid, w, y, obs, out, done):
+    """Explicit Euler, y_{n+1} = y_n + dt·F(y_n), from y (overwritten).
+
+    The row at t = n·dt is the n-th iterate; a t off the grid is (1 − θ)·y_lo + θ·y_{lo+1}
+    (accumulated into ``out``, which starts at 0). Sets ``done`` for the rows filled; returns
+    the failure time or −1.0.
+    """
+    lo, theta, dt = grid.lo, grid.theta, grid.dt
+    n_eval = lo.shape[0]
+    dy = np.empty_like(y)
+    n_max = 0
+    for i in range(n_eval):
+        n_max = max(n_max, lo[i] + (1 if theta[i] > 0.0 else 0))
+    first = 0
+    for n in range(n_max + 1):
+        if first < n_eval and lo[first] <= n:
+            if not _observe(p, y, obs):
+                return n * dt
+            for i in range(first, n_eval):
+                if lo[i] > n:
+                    break
+                if lo[i] == n:
+                    out[i] += (1.0 - theta[i]) * obs
+                    if theta[i] == 0.0:
+                        done[i] = True
+                elif lo[i] + 1 == n and theta[i] > 0.0:
+                    out[i] += theta[i] * obs
+                    done[i] = True
+            while first < n_eval and done[first]:
+                first += 1
+        if n == n_max:
+            break
+        if not _rhs(y, dy, p, w):
+            return n * dt
+        for q in range(y.shape[0]):
+            y[q] += dt * dy[q]
+    return -1.0
+
+
+@theory_kernel(inline=True)
+def _rk4(p, grid, w, y, obs, out, done):
+    """Classical RK4 steps of dt from y (overwritten), the last step before each output time
+    shortened to land on it. Sets ``out`` and ``done`` for the rows filled; returns the failure
+    time or −1.0."""
+    dt = grid.dt
+    k1 = np.empty_like(y)
+    k2 = np.empty_like(y)
+    k3 = np.empty_like(y)
+    k4 = np.empty_like(y)
+    stage = np.empty_like(y)
+    t = 0.0
+    for i in range(grid.t.shape[0]):
+        target = grid.t[i]
+        while target - t > 1e-9 * dt:
+            h = min(dt, target - t)
+            ok = _rhs(y, k1, p, w)
+            if ok:
+                _axpy(stage, y, 0.5 * h, k1)
+                ok = _rhs(stage, k2, p, w)
+            if ok:
+                _axpy(stage, y, 0.5 * h, k2)
+                ok = _rhs(stage, k3, p, w)
+            if ok:
+                _axpy(stage, y, h, k3)
+                ok = _rhs(stage, k4, p, w)
+            if not ok:
+                return t
+            for q in range(y.shape[0]):
+                y[q] += h / 6.0 * (k1[q] + 2.0 * k2[q] + 2.0 * k3[q] + k4[q])
+            t = target if target - (t + h) <= 1e-9 * dt else t + h
+        if not _observe(p, y, obs):
+            return t
+        out[i] = obs
+        done[i] = True
+    return -1.0
+
+
+@theory_kernel(inline=True)
+def _axpy(out, y, c, k):
+    """out = y + c·k, elementwise (no temporary array)."""
+    for q in range(y.shape[0]):
+        out[q] = y[q] + c * k[q]
 
 
 # ====================================================================== Python API
@@ -510,8 +741,8 @@ class Trajectory:
 
 
 def output_grid(dt: float, t_max: float | None, t_eval) -> np.ndarray:
-    """The output times (MODEL.md §5.5): t_eval as given (sorted, ≥ 0, finite), or {0} ∪ the
-    multiples of dt nearest to 200 log-spaced points in [0.1, t_max], capped at t_max."""
+    """The output times (docs/model.md §5.5): t_eval as given (sorted, ≥ 0, finite), or {0} ∪
+    the multiples of dt nearest to 200 log-spaced points in [0.1, t_max], capped at t_max."""
     if t_eval is None:
         if t_max is None:
             raise ValueError("give t_max or t_eval")
@@ -529,15 +760,6 @@ def output_grid(dt: float, t_max: float | None, t_eval) -> np.ndarray:
     return t
 
 
-def _grid_positions(t: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-    x = t / dt
-    nearest = np.rint(x)
-    on_grid = np.abs(x - nearest) <= 1e-9
-    lo = np.where(on_grid, nearest, np.floor(x)).astype(np.int64)
-    theta = np.where(on_grid, 0.0, x - lo)
-    return lo, theta
-
-
 def _check_common(lr, dt, method, g, sigma) -> tuple[int, int]:
     for name, value in (("lr", lr), ("dt", dt)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -551,14 +773,11 @@ def _check_common(lr, dt, method, g, sigma) -> tuple[int, int]:
     return METHODS[method], ACTIVATION_CODES[g]
 
 
-def _solve(model, method_code, y0, dt, t, K, M, D, rhos, Yr, T, A, lr, delta, b, zeta, c_f,
-           g, sigma, train_v, method, has_layers) -> Trajectory:
-    lo, theta = _grid_positions(t, dt)
-    n_obs = 3 * K * K + K * M + K
-    out = np.empty((t.shape[0], n_obs))
-    failed_at = _integrate(model, method_code, y0, float(dt), t, lo, theta, K, M, D, rhos, Yr,
-                           T, A, float(lr), float(delta), float(b), float(zeta), float(c_f),
-                           g, float(sigma), bool(train_v), out)
+def _solve(p: OdeParameters, grid: OdeGrid, y0: np.ndarray, method: str) -> Trajectory:
+    """Integrate and unpack the kernel's output rows into a :class:`Trajectory`."""
+    K, M, t = p.K, p.M, grid.t
+    out = np.empty((t.shape[0], 3 * K * K + K * M + K))
+    failed_at = _integrate(p, grid, y0, out)
     if failed_at >= 0:
         out[t >= failed_at] = np.nan  # valid rows are exactly those before the failure
     KK, KM = K * K, K * M
@@ -568,13 +787,14 @@ def _solve(model, method_code, y0, dt, t, K, M, D, rhos, Yr, T, A, lr, delta, b,
     v = out[:, KK + KM:KK + KM + K]
     W = out[:, KK + KM + K:2 * KK + KM + K].reshape(n, K, K)
     Sigma = out[:, 2 * KK + KM + K:].reshape(n, K, K)
-    eg = np.array([generalisation_error_kernel(Q[i], R[i], T, v[i], A, g)
+    eg = np.array([generalisation_error_kernel(Q[i], R[i], p.T, v[i], p.A, p.g)
                    if np.isfinite(Q[i]).all() else np.nan for i in range(n)])
-    return Trajectory(t=t, Q=Q, R=R, v=v, eg=eg, T=T.copy(), A=A.copy(),
+    has_layers = p.model == HMM
+    return Trajectory(t=t, Q=Q, R=R, v=v, eg=eg, T=p.T.copy(), A=p.A.copy(),
                       W=W if has_layers else None, Sigma=Sigma if has_layers else None,
                       status="failed" if failed_at >= 0 else "ok",
                       t_failed=float(failed_at) if failed_at >= 0 else math.nan,
-                      method=method, dt=float(dt))
+                      method=method, dt=grid.dt)
 
 
 def _matrix(x, shape, name) -> np.ndarray:
@@ -587,14 +807,26 @@ def _matrix(x, shape, name) -> np.ndarray:
 def integrate_scm(Q0, R0, T, v0, A, *, lr: float, g: str = "erf",
                   train_second_layer: bool = False, dt: float = 0.01, t_max: float | None = None,
                   t_eval=None, method: str = "euler", sigma: float = 0.0) -> Trajectory:
-    """Saad–Solla ODE for i.i.d. Gaussian inputs (MODEL.md §5.1).
+    """Saad–Solla ODE for i.i.d. Gaussian inputs (docs/model.md §5.1).
 
     dR^{kn}/dt = η v_k [Σ_m A_m I3(k,n,m) − Σ_j v_j I3(k,n,j)]
     dQ^{kl}/dt = η v_k [Σ_m A_m I3(k,l,m) − Σ_j v_j I3(k,l,j)] + (k ↔ l)
                  + η² v_k v_l 𝓘4(k,l) + η² σ² v_k v_l J2(k,l)
     dv_k/dt   = η [Σ_n A_n I2(k,n) − Σ_j v_j I2(k,j)]   (second layer trained only)
 
-    Q0 (K,K), R0 (K,M), T (M,M), v0 (K,), A (M,); integrator semantics of MODEL.md §5.5.
+    Parameters
+    ----------
+    Q0, R0, T, v0, A : (K, K), (K, M), (M, M), (K,), (M,) initial state and teacher.
+    lr : learning rate η.
+    g : activation, one of :data:`analysis.activations.ACTIVATIONS`.
+    train_second_layer : whether v is trained.
+    dt, t_max, t_eval, method : integrator and output grid (docs/model.md §5.5,
+        :func:`output_grid`); method is "euler" or "rk4".
+    sigma : output-noise standard deviation.
+
+    Returns
+    -------
+    Trajectory
     """
     method_code, g_code = _check_common(lr, dt, method, g, sigma)
     Q0 = np.asarray(Q0, dtype=np.float64)
@@ -608,15 +840,15 @@ def integrate_scm(Q0, R0, T, v0, A, *, lr: float, g: str = "erf",
     A = _matrix(A, (M,), "A")
     t = output_grid(dt, t_max, t_eval)
     y0 = np.concatenate([Q0.ravel(), R0.ravel(), v0])
-    return _solve(SCM, method_code, y0, dt, t, K, M, 0, np.empty(0), np.empty((M, M, 0)), T, A,
-                  lr, 1.0, 0.0, 0.0, 0.0, g_code, sigma, train_second_layer, method, False)
+    p = ode_parameters(SCM, K, T, A, lr=lr, g=g_code, sigma=sigma, train_v=train_second_layer)
+    return _solve(p, ode_grid(method_code, dt, t), y0, method)
 
 
 def integrate_hmm(state: HmmInitialState, *, lr: float, delta: float, f: str = "sign",
                   g: str = "erf", train_second_layer: bool = False, dt: float = 0.01,
                   t_max: float | None = None, t_eval=None, method: str = "euler",
                   sigma: float = 0.0, teacher_projection: str = "T_tilde") -> Trajectory:
-    """Hidden-manifold ODE with one density per eigenvalue of FᵀF/N (MODEL.md §5.2).
+    """Hidden-manifold ODE with one density per eigenvalue of FᵀF/N (docs/model.md §5.2).
 
     ∂_t r^{km}(ρ) = (η/δ) 𝓛_k[X^j = r^{jm}(ρ), Y^n = T̃^{nm}]
     ∂_t σ^{kl}(ρ) = (η/δ) {𝓛_k[σ^{jl}(ρ), r^{ln}(ρ)] + 𝓛_l[σ^{jk}(ρ), r^{kn}(ρ)]}
@@ -624,7 +856,21 @@ def integrate_hmm(state: HmmInitialState, *, lr: float, delta: float, f: str = "
     dW^{kl}/dt    = η v_k [Σ_n A_n I3(k,l,n) − Σ_j v_j I3(k,l,j)] + (k ↔ l) + η² c_f v_k v_l 𝓘4(k,l)
     dv_k/dt       = η [Σ_n A_n I2(k,n) − Σ_j v_j I2(k,j)]   (trained only)
     with the closure Σ = ⟨σ⟩_τ, Q = ζW + b²Σ, R = b⟨r⟩_τ and d(ρ) = ζδ + b²ρ. Output noise σ adds
-    its J2 terms. ``teacher_projection="per_eigenvalue"`` replaces T̃^{nm} by ω_nτ ω_mτ.
+    its J2 terms.
+
+    Parameters
+    ----------
+    state : the seed's spectral state at step 0.
+    lr, delta : learning rate η and δ = D/N.
+    f : folding function (a = E f(u) must vanish: not relu).
+    g, train_second_layer, dt, t_max, t_eval, method, sigma : as for :func:`integrate_scm`.
+    teacher_projection : "T_tilde", or "per_eigenvalue" to replace T̃^{nm} by ω_nτ ω_mτ
+        (needs ``state.omega``).
+
+    Returns
+    -------
+    Trajectory
+        With W and Sigma.
     """
     method_code, g_code = _check_common(lr, dt, method, g, sigma)
     if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta > 0):
@@ -647,6 +893,7 @@ def integrate_hmm(state: HmmInitialState, *, lr: float, delta: float, f: str = "
                          f"got {teacher_projection!r}")
     t = output_grid(dt, t_max, t_eval)
     y0 = np.concatenate([state.r.ravel(), state.sigma.ravel(), state.W.ravel(), state.v])
-    return _solve(HMM, method_code, y0, dt, t, K, M, D, np.ascontiguousarray(state.rhos), Yr,
-                  np.ascontiguousarray(state.T), np.ascontiguousarray(state.A), lr, delta, b,
-                  zeta, c_f, g_code, sigma, train_second_layer, method, True)
+    p = ode_parameters(HMM, K, state.T, state.A, lr=lr, g=g_code, sigma=sigma,
+                       train_v=train_second_layer, rhos=state.rhos, Yr=Yr, delta=delta, b=b,
+                       zeta=zeta, c_f=c_f)
+    return _solve(p, ode_grid(method_code, dt, t), y0, method)
