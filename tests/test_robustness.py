@@ -122,18 +122,8 @@ def test_one_diverging_seed_stops_alone_and_the_exit_code_says_so(tmp_path, caps
 
 
 # --------------------------------------------------------------- a full disk
-def test_full_disk_mid_run_ends_cleanly(tmp_path, monkeypatch, capsys):
-    from fastsgd import io
-    original = io.RunWriter.write_record
-    calls = {"n": 0}
-
-    def failing(self, i, row, record):
-        calls["n"] += 1
-        if calls["n"] > 6:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return original(self, i, row, record)
-
-    monkeypatch.setattr(io.RunWriter, "write_record", failing)
+def test_full_disk_mid_run_ends_cleanly(tmp_path, full_disk_after, capsys):
+    full_disk_after(6)
     out = tmp_path / "full.h5"
     code = main(["simulate", "-N", 64, "-D", 32, "--steps", 5000, "--records", 40,
                  "--test-size", 100, "--out", out, "--quiet"])

@@ -58,26 +58,18 @@ def test_the_run_is_returned_loaded_and_threads_beyond_seeds_are_harmless(tmp_pa
     np.testing.assert_array_equal(run.eg_mc, one.eg_mc)
 
 
-def test_a_failed_write_mid_run_marks_every_unfinished_seed_interrupted(tmp_path, monkeypatch):
+def test_a_failed_write_mid_run_marks_every_unfinished_seed_interrupted(tmp_path,
+                                                                         full_disk_after):
     """§8.1 exit code 1 (here: WriteError, an OSError): records flushed before stay valid; the
     seed that failed and the seeds that never started are "interrupted"."""
-    original = io.RunWriter.write_record
-    calls = {"n": 0}
-
-    def failing(self, i, row, record):
-        calls["n"] += 1
-        if calls["n"] > 4:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return original(self, i, row, record)
-
-    monkeypatch.setattr(io.RunWriter, "write_record", failing)
+    restore = full_disk_after(4)
     out = tmp_path / "full.h5"
     with pytest.raises(fastsgd.WriteError) as info:
         fastsgd.simulate(SimConfig(seeds=3, **{**TINY, "steps": 5000, "records": 30}), out=out,
                          threads=1)
     assert isinstance(info.value, OSError) and info.value.errno == errno.ENOSPC
     assert str(out) in str(info.value)
-    monkeypatch.setattr(io.RunWriter, "write_record", original)
+    restore()
     run = fastsgd.load(out)
     assert run.status == ["interrupted"] * 3
     assert run.n_records.tolist() == [4, 0, 0]
