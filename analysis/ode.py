@@ -39,6 +39,10 @@ from analysis.integrals import (erf_i3_lambda3, erf_i3_value, erf_i4_lambda0, er
 from analysis.jit import theory_kernel
 from analysis.orthant import NODES, WEIGHTS
 
+__all__ = ["HmmInitialState", "Trajectory", "METHODS", "integrate_hmm", "integrate_scm",
+           "output_grid", "OdeParameters", "OdeGrid", "OdeWorkspace", "ode_parameters",
+           "ode_grid", "ode_workspace"]
+
 
 @dataclass(frozen=True)
 class HmmInitialState:
@@ -100,6 +104,8 @@ SCM, HMM = 0, 1
 EULER, RK4 = 0, 1
 METHODS = {"euler": EULER, "rk4": RK4}
 _DEGENERATE = 1e-12
+#: A time within this fraction of dt of a multiple of dt is on the grid (docs/model.md §5.5).
+GRID_TOLERANCE = 1e-9
 
 
 class OdeParameters(NamedTuple):
@@ -240,7 +246,7 @@ def ode_parameters(model: int, K: int, T: np.ndarray, A: np.ndarray, *, lr: floa
 def _grid_positions(t: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
     x = t / dt
     nearest = np.rint(x)
-    on_grid = np.abs(x - nearest) <= 1e-9
+    on_grid = np.abs(x - nearest) <= GRID_TOLERANCE
     lo = np.where(on_grid, nearest, np.floor(x)).astype(np.int64)
     theta = np.where(on_grid, 0.0, x - lo)
     return lo, theta
@@ -684,7 +690,7 @@ def _rk4(p, grid, w, y, obs, out, done):
     t = 0.0
     for i in range(grid.t.shape[0]):
         target = grid.t[i]
-        while target - t > 1e-9 * dt:
+        while target - t > GRID_TOLERANCE * dt:
             h = min(dt, target - t)
             ok = _rhs(y, k1, p, w)
             if ok:
@@ -700,7 +706,7 @@ def _rk4(p, grid, w, y, obs, out, done):
                 return t
             for q in range(y.shape[0]):
                 y[q] += h / 6.0 * (k1[q] + 2.0 * k2[q] + 2.0 * k3[q] + k4[q])
-            t = target if target - (t + h) <= 1e-9 * dt else t + h
+            t = target if target - (t + h) <= GRID_TOLERANCE * dt else t + h
         if not _observe(p, y, obs):
             return t
         out[i] = obs
