@@ -92,11 +92,18 @@ def test_a_signal_finishes_the_file_and_is_re_raised(signum, exception, tmp_path
             os.kill(os.getpid(), signum)    # from a seed thread, as a terminal would
 
     monkeypatch.setattr(io.RunWriter, "write_record", signalling)
+    # a shell's background job inherits SIGINT as ignored, and Python then honours that
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "signal.h5"
-    cfg = SimConfig(seeds=3, **{**TINY, "steps": 10 ** 9, "records": 400})
-    with pytest.raises(exception):
-        fastsgd.simulate(cfg, out=out, threads=2)
+    # long enough that the seeds are still running when the signal comes, short enough that
+    # a lost signal fails the test (no exception) instead of hanging it
+    cfg = SimConfig(seeds=3, **{**TINY, "steps": 3 * 10 ** 6, "records": 400})
+    try:
+        with pytest.raises(exception):
+            fastsgd.simulate(cfg, out=out, threads=2)
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
     assert signal.getsignal(signal.SIGTERM) is before
     monkeypatch.setattr(io.RunWriter, "write_record", original)
     run = fastsgd.load(out)
