@@ -107,7 +107,7 @@ def test_a_killed_worker_fails_only_its_cell(grid_file, tmp_path):
     ("[grid]\nm = []\n", "non-empty list"),
     ("[base]\nN = 0\n[grid]\nm = [1]\n", "N must be"),
     ("[grid]\nalpha = [-1.0]\n", "alpha must be"),
-    ("[grid]\nm = [2]\nblock_size = [7]\n", "block_size must divide"),
+    ("[grid]\nm = [2]\nblock_size = [7]\n", "block_size must be a divisor"),
     ("[grid]\nm = [1]\n[ode]\ndt = 0\n", "dt must be"),
     ("[grid]\nm = [1]\n[ode]\nmethod = 'rk45'\n", "method must be"),
     ("[grid]\nm = [1]\n[extra]\nx = 1\n", "unknown table"),
