@@ -91,23 +91,18 @@ def _draw(cfg: SimConfig, streams: SeedStreams) -> _Draws:
                                                                       cfg.block_size), w, v)
 
 
-def _test_latents(cfg: SimConfig, streams: SeedStreams, mixture: Mixture) -> np.ndarray:
-    latent = np.empty((cfg.test_size, cfg.D))
-    sample_mixture_latent(streams.test_latent, streams.test_labels, latent,
-                          *latent_kernel_args(mixture, cfg.standardize))
-    return latent
-
-
 def build_problem(cfg: SimConfig, streams: SeedStreams,
                   stop: threading.Event | None = None) -> SeedProblem:
     """Draw one seed's fixed quantities in the stream order of docs/model.md §3.3 and its test set.
 
-    With ``stop``, the test set's construction checks it between chunks (raising
-    :class:`Stopped`), so a signal during a long setup is honoured within a second or two."""
+    The test set is made TEST_CHUNK samples at a time (latents, one GEMM, inputs); with
+    ``stop``, the construction checks it between chunks (raising :class:`Stopped`), so a signal
+    during a long setup is honoured within a fraction of a second."""
     N, M, P = cfg.N, cfg.M, cfg.test_size
     draws = _draw(cfg, streams)
     generator = np.concatenate([draws.features.T, draws.teacher.T], axis=1) / math.sqrt(cfg.D)
-    latent = _test_latents(cfg, streams, draws.mixture)
+    latent_args = latent_kernel_args(draws.mixture, cfg.standardize)
+    latent = np.empty((min(P, TEST_CHUNK), cfg.D))
     xi = None
     if cfg.input_model == "equivalent_gaussian":
         xi = np.empty((P, N))
@@ -118,7 +113,9 @@ def build_problem(cfg: SimConfig, streams: SeedStreams,
         if stop is not None and stop.is_set():
             raise Stopped
         end = min(start + TEST_CHUNK, P)
-        U = latent[start:end] @ generator
+        chunk = latent[:end - start]   # drawn sample by sample: the same stream as in one call
+        sample_mixture_latent(streams.test_latent, streams.test_labels, chunk, *latent_args)
+        U = chunk @ generator
         test_inputs[start:end] = make_inputs(cfg, U, None if xi is None else xi[start:end])
         test_nu[start:end] = U[:, N:]
     test_y = activation_array(test_nu, ACTIVATION_CODES[cfg.g], np.empty_like(test_nu)) @ draws.A

@@ -42,7 +42,8 @@ def available_memory() -> int | None:
 
 def memory_per_seed(cfg: SimConfig) -> int:
     """Peak bytes of one running seed: F and the GEMM operand [F/√D | W̃ᵀ/√D] (plus its float32
-    copy in mixed precision), the test set (latents P·D while it is made, inputs P·N at 1 byte
+    copy in mixed precision), the test set (latents P·D as the specification counts them,
+    although they are made TEST_CHUNK at a time; inputs P·N at 1 byte
     for int8 sign inputs, ξ for the equivalent Gaussian model), Ω = FᵀF/N with its
     eigendecomposition, and the chunk buffers (docs/model.md §8.1). It exceeds the specification's
     8·(N·D + P·N + P·D) except for int8 sign test inputs, which count one byte per entry."""
