@@ -1,6 +1,9 @@
-"""Figures: a run's trajectories against its theory (ε_g, Q, R, v against log t)."""
+"""Figures: a run's trajectories against its theory (ε_g, Q, R, v against log t), and a sweep's
+deviation heat maps over (m, α)."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -8,7 +11,9 @@ import numpy as np
 def _mean_sem(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and s.e.m. over the seed axis, ignoring NaN rows (diverged or unwritten)."""
     n = np.sum(np.isfinite(x), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # a time where every seed is NaN gives NaN; NumPy's warnings about it say nothing more
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(x, axis=0) if np.isfinite(x).any() else np.full(x.shape[1:], np.nan)
         sem = np.where(n >= 2, np.nanstd(x, axis=0, ddof=1) / np.sqrt(np.maximum(n, 1)), 0.0)
     return mean, sem
