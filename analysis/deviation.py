@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Aggregate", "Verdict", "aggregate", "eg_deviation", "holm", "op_deviation",
+__all__ = ["DEFAULT_T_MIN", "Aggregate", "Verdict", "aggregate", "eg_deviation", "holm", "op_deviation",
            "universality_verdict"]
 
+#: The deviation window's default start (docs/model.md §6).
+DEFAULT_T_MIN = 0.1
 #: Points whose reference order parameter has a Frobenius norm below this are skipped.
 REFERENCE_NORM_MIN = 1e-12
 #: A cell matches when d̄_cell − d̄_floor ≤ this many combined s.e.m.
@@ -58,7 +60,7 @@ def _eg_deviation_one(t, eg_sim, t_ref, eg_ref, t_min, t_max, eg_min) -> float:
     return float(np.mean(np.abs(np.log(np.maximum(eg_sim[use], eg_min)) - ell)))
 
 
-def eg_deviation(t, eg_sim, t_ref, eg_ref, *, t_min: float = 0.1, t_max: float | None = None,
+def eg_deviation(t, eg_sim, t_ref, eg_ref, *, t_min: float = DEFAULT_T_MIN, t_max: float | None = None,
                  eg_min: float = 1e-12):
     """Mean absolute log-ratio of two ε_g curves over the simulation's record times (docs/model.md §6).
 
@@ -97,7 +99,7 @@ def _op_deviation_one(t, X_sim, t_ref, X_ref, t_min, t_max) -> float:
     return float(np.mean(diff[valid] / norm_ref[valid]))
 
 
-def op_deviation(t, X_sim, t_ref, X_ref, *, per_seed: bool = False, t_min: float = 0.1,
+def op_deviation(t, X_sim, t_ref, X_ref, *, per_seed: bool = False, t_min: float = DEFAULT_T_MIN,
                  t_max: float | None = None):
     """Mean relative Frobenius distance ‖X_sim − X_ref‖_F/‖X_ref‖_F over the window of
     :func:`eg_deviation`, X_ref interpolated entrywise linearly in ln t; points with

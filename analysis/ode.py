@@ -106,6 +106,9 @@ METHODS = {"euler": EULER, "rk4": RK4}
 _DEGENERATE = 1e-12
 #: A time within this fraction of dt of a multiple of dt is on the grid (docs/model.md §5.5).
 GRID_TOLERANCE = 1e-9
+#: The default step and method: the published integrators' semantics (docs/model.md §5.5).
+DEFAULT_DT = 0.01
+DEFAULT_METHOD = "euler"
 
 
 class OdeParameters(NamedTuple):
@@ -269,53 +272,53 @@ def ode_workspace(K, M, D):
 
 # ====================================================================== the field integrals
 @theory_kernel(inline=True)
-def _field_integrals(p, w, v):
+def _field_integrals(p, ws, v):
     """Sums over the fields that every equation needs, with u = (−v, A) over all K + M fields.
 
-    Fills ``w.drift[k, b]`` = Σ_a u_a I3(k, b, a), ``w.i4sum[k, l]`` = 𝓘4(k, l) =
-    Σ_{a,b} u_a u_b I4(k, l, a, b), ``w.j2[k, l]`` = σ² J2(k, l) and ``w.i2u[k]`` =
-    Σ_a u_a I2(k, a) (only when v is trained: dv/dt alone needs it), on the covariance ``w.C``.
+    Fills ``ws.drift[k, b]`` = Σ_a u_a I3(k, b, a), ``ws.i4sum[k, l]`` = 𝓘4(k, l) =
+    Σ_{a,b} u_a u_b I4(k, l, a, b), ``ws.j2[k, l]`` = σ² J2(k, l) and ``ws.i2u[k]`` =
+    Σ_a u_a I2(k, a) (only when v is trained: dv/dt alone needs it), on the covariance ``ws.C``.
 
     For relu 𝓘4 comes from :func:`analysis.integrals.relu_i4_sums`, which computes the one- and
     two-field parts once per evaluation; only terms with four distinct fields need a quadrature.
     """
-    K, M, C, u = p.K, p.M, w.C, w.u
+    K, M, C, u = p.K, p.M, ws.C, ws.u
     for j in range(K):
         u[j] = -v[j]
     for m in range(M):
         u[K + m] = p.A[m]
     if p.g == G_RELU:
-        relu_i4_sums(C, K, u, w.i4sum, NODES, WEIGHTS)
-    _drift_sums(p, w)
+        relu_i4_sums(C, K, u, ws.i4sum, NODES, WEIGHTS)
+    _drift_sums(p, ws)
     for k in range(K):
         for l in range(k, K):
-            acc = w.i4sum[k, l]       # relu: relu_i4_sums filled it
+            acc = ws.i4sum[k, l]       # relu: relu_i4_sums filled it
             if p.g == G_ERF:
-                acc = _erf_i4_sum(C, k, l, u, w.side)
+                acc = _erf_i4_sum(C, k, l, u, ws.side)
             elif p.g != G_RELU:
                 acc = _i4_sum(C, k, l, u, p.g)
-            w.i4sum[k, l] = acc
-            w.i4sum[l, k] = acc
+            ws.i4sum[k, l] = acc
+            ws.i4sum[l, k] = acc
             noise = p.sigma * p.sigma * j2_at(C, k, l, p.g) if p.sigma > 0.0 else 0.0
-            w.j2[k, l] = noise
-            w.j2[l, k] = noise
+            ws.j2[k, l] = noise
+            ws.j2[l, k] = noise
 
 
 @theory_kernel(inline=True)
-def _drift_sums(p, w):
-    """``w.drift`` and ``w.i2u`` of :func:`_field_integrals` (u = ``w.u`` filled).
+def _drift_sums(p, ws):
+    """``ws.drift`` and ``ws.i2u`` of :func:`_field_integrals` (u = ``ws.u`` filled).
 
     For erf the part of I3 that depends on fewer indices (Λ₃ per (k, a)) is computed once per
     evaluation from the same formulas as :func:`analysis.integrals.i3_entries`.
     """
     n = p.K + p.M
-    C, u, side, g = w.C, w.u, w.side, p.g
+    C, u, side, g = ws.C, ws.u, ws.side, p.g
     for k in range(p.K):
         acc2 = 0.0
         if p.train_v:
             for a in range(n):
                 acc2 += u[a] * i2_at(C, k, a, g)
-        w.i2u[k] = acc2
+        ws.i2u[k] = acc2
         if g == G_ERF:
             for a in range(n):
                 side[a] = u[a] / math.sqrt(erf_i3_lambda3(C[k, k], C[k, a], C[a, a]))
@@ -323,13 +326,13 @@ def _drift_sums(p, w):
                 acc = 0.0
                 for a in range(n):
                     acc += erf_i3_value(C[k, k], C[k, b], C[k, a], C[b, a], side[a])
-                w.drift[k, b] = acc
+                ws.drift[k, b] = acc
         else:
             for b in range(n):
                 acc = 0.0
                 for a in range(n):
                     acc += u[a] * i3_at(C, k, b, a, g)
-                w.drift[k, b] = acc
+                ws.drift[k, b] = acc
 
 
 @theory_kernel(inline=True)
@@ -404,13 +407,13 @@ def _all_finite(a):
 
 # ====================================================================== the right-hand sides
 @theory_kernel(inline=True)
-def _scm_rhs(y, dy, p, w):
+def _scm_rhs(y, dy, p, ws):
     """Saad–Solla ODE (docs/model.md §5.1): dy = F(y) on y = [Q (K·K), R (K·M), v (K)].
 
     Returns False when C is non-finite. (Indexes y and dy directly: array views cost more than
     the arithmetic here.)
     """
-    K, M, C = p.K, p.M, w.C
+    K, M, C = p.K, p.M, ws.C
     KK = K * K
     KKM = KK + K * M
     for k in range(K):
@@ -423,8 +426,8 @@ def _scm_rhs(y, dy, p, w):
             C[K + n, K + m] = p.T[n, m]
     if not _covariance_ok(C, K, M, False):
         return False
-    _field_integrals(p, w, y[KKM:])
-    lr, drift, i4sum, j2 = p.lr, w.drift, w.i4sum, w.j2
+    _field_integrals(p, ws, y[KKM:])
+    lr, drift, i4sum, j2 = p.lr, ws.drift, ws.i4sum, ws.j2
     for k in range(K):
         vk = y[KKM + k]
         for l in range(K):
@@ -433,7 +436,7 @@ def _scm_rhs(y, dy, p, w):
                              + lr * lr * vk * vl * (i4sum[k, l] + j2[k, l]))
         for n in range(M):
             dy[KK + k * M + n] = lr * vk * drift[k, K + n]
-        dy[KKM + k] = lr * w.i2u[k] if p.train_v else 0.0
+        dy[KKM + k] = lr * ws.i2u[k] if p.train_v else 0.0
     return _all_finite(dy)
 
 
@@ -461,14 +464,14 @@ def _hmm_closure(y, K, M, D, b, zeta, Q, R, Sigma):
 
 
 @theory_kernel(reassociate=True)
-def _hmm_densities(p, w, r, sig, dr, dsig, v, rate):
+def _hmm_densities(p, ws, r, sig, dr, dsig, v, rate):
     """The density equations of docs/model.md §5.2 into ``dr`` (K, M, D), ``dsig`` (K, K, D).
 
-    Given B, γ (``w.Bmat``, ``w.gamma``, see :func:`_hmm_bracket`), ``w.noise`` (K, K) =
+    Given B, γ (``ws.Bmat``, ``ws.gamma``, see :func:`_hmm_bracket`), ``ws.noise`` (K, K) =
     η² v_k v_l (𝓘4 + σ²J2), ``rate`` = η/δ and the tables d(ρ), bρ, ζρ + b²ρ²/δ of ``p``.
     """
     K, M, D = r.shape
-    Yr, Bmat, gamma, acc_x, acc_y = p.Yr, w.Bmat, w.gamma, w.acc_x, w.acc_y
+    Yr, Bmat, gamma, acc_x, acc_y = p.Yr, ws.Bmat, ws.gamma, ws.acc_x, ws.acc_y
     d_rho, b_rho, noise_rho = p.d_rho, p.b_rho, p.noise_rho
     for k in range(K):
         vk = rate * v[k]
@@ -499,7 +502,7 @@ def _hmm_densities(p, w, r, sig, dr, dsig, v, rate):
                 cl = v[l] * gamma[l, n]
                 for t in range(D):
                     acc_y[t] += ck * r[l, n, t] + cl * r[k, n, t]
-            nkl = w.noise[k, l]
+            nkl = ws.noise[k, l]
             for t in range(D):
                 value = rate * (d_rho[t] * acc_x[t] + b_rho[t] * acc_y[t]) + nkl * noise_rho[t]
                 dsig[k, l, t] = value
@@ -507,8 +510,8 @@ def _hmm_densities(p, w, r, sig, dr, dsig, v, rate):
 
 
 @theory_kernel(inline=True)
-def _hmm_bracket(p, w, v):
-    """The coefficients B (``w.Bmat``) and γ (``w.gamma``) of the bracket
+def _hmm_bracket(p, ws, v):
+    """The coefficients B (``ws.Bmat``) and γ (``ws.gamma``) of the bracket
     𝓛_k[X, Y](ρ) = v_k {d(ρ) Σ_j B_kj X^j + bρ Σ_n γ_kn Y^n} (docs/model.md §5.2):
 
       B_kk = −Σ_{j≠k} v_j [Q^{jj}I3(k,k,j) − Q^{kj}I3(k,j,j)]/det_kj − v_k I3(k,k,k)/Q^{kk}
@@ -516,7 +519,7 @@ def _hmm_bracket(p, w, v):
       B_kj = −v_j [Q^{kk}I3(k,j,j) − Q^{kj}I3(k,k,j)]/det_kj  (j ≠ k),
       γ_kn = A_n [Q^{kk}I3(k,n,n) − R^{kn}I3(k,k,n)]/det_kn.
     """
-    K, M, C, T, A, g = p.K, p.M, w.C, p.T, p.A, p.g
+    K, M, C, T, A, g = p.K, p.M, ws.C, p.T, p.A, p.g
     Q = C[:K, :K]
     R = C[:K, K:]
     for k in range(K):
@@ -526,29 +529,29 @@ def _hmm_bracket(p, w, v):
                 continue
             det = Q[k, k] * Q[j, j] - Q[k, j] * Q[k, j]
             diag -= v[j] * (Q[j, j] * i3_at(C, k, k, j, g) - Q[k, j] * i3_at(C, k, j, j, g)) / det
-            w.Bmat[k, j] = -v[j] * (Q[k, k] * i3_at(C, k, j, j, g)
+            ws.Bmat[k, j] = -v[j] * (Q[k, k] * i3_at(C, k, j, j, g)
                                     - Q[k, j] * i3_at(C, k, k, j, g)) / det
         for n in range(M):
             tn = K + n
             det = Q[k, k] * T[n, n] - R[k, n] * R[k, n]
             diag += A[n] * (T[n, n] * i3_at(C, k, k, tn, g)
                             - R[k, n] * i3_at(C, k, tn, tn, g)) / det
-            w.gamma[k, n] = A[n] * (Q[k, k] * i3_at(C, k, tn, tn, g)
+            ws.gamma[k, n] = A[n] * (Q[k, k] * i3_at(C, k, tn, tn, g)
                                     - R[k, n] * i3_at(C, k, k, tn, g)) / det
-        w.Bmat[k, k] = diag
+        ws.Bmat[k, k] = diag
 
 
 @theory_kernel(inline=True)
-def _hmm_rhs(y, dy, p, w):
+def _hmm_rhs(y, dy, p, ws):
     """Hidden-manifold ODE (docs/model.md §5.2): dy = F(y) on
     y = [r (K·M·D), σ (K·K·D), W (K·K), v (K)].
 
     Returns False when the covariance is degenerate or dy is non-finite.
     """
-    K, M, D, C, lr = p.K, p.M, p.D, w.C, p.lr
+    K, M, D, C, lr = p.K, p.M, p.D, ws.C, p.lr
     KMD = K * M * D
     KKD = K * K * D
-    _hmm_closure(y, K, M, D, p.b, p.zeta, C[:K, :K], C[:K, K:], w.Sigma)
+    _hmm_closure(y, K, M, D, p.b, p.zeta, C[:K, :K], C[:K, K:], ws.Sigma)
     for n in range(M):
         for k in range(K):
             C[K + n, k] = C[k, K + n]
@@ -557,34 +560,34 @@ def _hmm_rhs(y, dy, p, w):
     if not _covariance_ok(C, K, M, True):
         return False
     v = y[KMD + KKD + K * K:]
-    _field_integrals(p, w, v)
-    _hmm_bracket(p, w, v)
-    drift, i4sum, j2, noise = w.drift, w.i4sum, w.j2, w.noise
+    _field_integrals(p, ws, v)
+    _hmm_bracket(p, ws, v)
+    drift, i4sum, j2, noise = ws.drift, ws.i4sum, ws.j2, ws.noise
     dW = dy[KMD + KKD:KMD + KKD + K * K].reshape((K, K))
     dv = dy[KMD + KKD + K * K:]
     for k in range(K):
         for l in range(K):
             noise[k, l] = lr * lr * v[k] * v[l] * (i4sum[k, l] + j2[k, l])
-    _hmm_densities(p, w, y[:KMD].reshape((K, M, D)), y[KMD:KMD + KKD].reshape((K, K, D)),
+    _hmm_densities(p, ws, y[:KMD].reshape((K, M, D)), y[KMD:KMD + KKD].reshape((K, K, D)),
                    dy[:KMD].reshape((K, M, D)), dy[KMD:KMD + KKD].reshape((K, K, D)), v,
                    lr / p.delta)
     for k in range(K):
         for l in range(K):
             dW[k, l] = (lr * (v[k] * drift[k, l] + v[l] * drift[l, k])
                         + lr * lr * p.c_f * v[k] * v[l] * (i4sum[k, l] + j2[k, l]))
-        dv[k] = lr * w.i2u[k] if p.train_v else 0.0
+        dv[k] = lr * ws.i2u[k] if p.train_v else 0.0
     return _all_finite(dy)
 
 
 @theory_kernel()
-def _rhs(y, dy, p, w):
+def _rhs(y, dy, p, ws):
     """dy = F(y) for the model ``p.model``; False when the state is unusable.
 
     Compiled once, with the model's right-hand side and the field integrals inlined into it
     (see the module's notes); both integrators call it."""
     if p.model == SCM:
-        return _scm_rhs(y, dy, p, w)
-    return _hmm_rhs(y, dy, p, w)
+        return _scm_rhs(y, dy, p, ws)
+    return _hmm_rhs(y, dy, p, ws)
 
 
 @theory_kernel()
@@ -621,15 +624,15 @@ def _integrate(p, grid, y0, out):
         The failure time, or −1.0 when every row was filled.
     """
     n_eval = grid.t.shape[0]
-    w = ode_workspace(p.K, p.M, p.D)
+    ws = ode_workspace(p.K, p.M, p.D)
     y = y0.copy()
     obs = np.empty(out.shape[1])
     out[:, :] = 0.0
     done = np.zeros(n_eval, dtype=np.bool_)
     if grid.method == EULER:
-        failed_at = _euler(p, grid, w, y, obs, out, done)
+        failed_at = _euler(p, grid, ws, y, obs, out, done)
     else:
-        failed_at = _rk4(p, grid, w, y, obs, out, done)
+        failed_at = _rk4(p, grid, ws, y, obs, out, done)
     for i in range(n_eval):
         if not done[i]:
             out[i, :] = math.nan
@@ -637,7 +640,7 @@ def _integrate(p, grid, y0, out):
 
 
 @theory_kernel(inline=True)
-def _euler(p, grid, w, y, obs, out, done):
+def _euler(p, grid, ws, y, obs, out, done):
     """Explicit Euler, y_{n+1} = y_n + dt·F(y_n), from y (overwritten).
 
     The row at t = n·dt is the n-th iterate; a t off the grid is (1 − θ)·y_lo + θ·y_{lo+1}
@@ -669,7 +672,7 @@ def _euler(p, grid, w, y, obs, out, done):
                 first += 1
         if n == n_max:
             break
-        if not _rhs(y, dy, p, w):
+        if not _rhs(y, dy, p, ws):
             return n * dt
         for q in range(y.shape[0]):
             y[q] += dt * dy[q]
@@ -677,7 +680,7 @@ def _euler(p, grid, w, y, obs, out, done):
 
 
 @theory_kernel(inline=True)
-def _rk4(p, grid, w, y, obs, out, done):
+def _rk4(p, grid, ws, y, obs, out, done):
     """Classical RK4 steps of dt from y (overwritten), the last step before each output time
     shortened to land on it. Sets ``out`` and ``done`` for the rows filled; returns the failure
     time or −1.0."""
@@ -692,16 +695,16 @@ def _rk4(p, grid, w, y, obs, out, done):
         target = grid.t[i]
         while target - t > GRID_TOLERANCE * dt:
             h = min(dt, target - t)
-            ok = _rhs(y, k1, p, w)
+            ok = _rhs(y, k1, p, ws)
             if ok:
                 _axpy(stage, y, 0.5 * h, k1)
-                ok = _rhs(stage, k2, p, w)
+                ok = _rhs(stage, k2, p, ws)
             if ok:
                 _axpy(stage, y, 0.5 * h, k2)
-                ok = _rhs(stage, k3, p, w)
+                ok = _rhs(stage, k3, p, ws)
             if ok:
                 _axpy(stage, y, h, k3)
-                ok = _rhs(stage, k4, p, w)
+                ok = _rhs(stage, k4, p, ws)
             if not ok:
                 return t
             for q in range(y.shape[0]):
@@ -811,8 +814,9 @@ def _matrix(x, shape, name) -> np.ndarray:
 
 
 def integrate_scm(Q0, R0, T, v0, A, *, lr: float, g: str = "erf",
-                  train_second_layer: bool = False, dt: float = 0.01, t_max: float | None = None,
-                  t_eval=None, method: str = "euler", sigma: float = 0.0) -> Trajectory:
+                  train_second_layer: bool = False, dt: float = DEFAULT_DT,
+                  t_max: float | None = None, t_eval=None, method: str = DEFAULT_METHOD,
+                  sigma: float = 0.0) -> Trajectory:
     """Saad–Solla ODE for i.i.d. Gaussian inputs (docs/model.md §5.1).
 
     dR^{kn}/dt = η v_k [Σ_m A_m I3(k,n,m) − Σ_j v_j I3(k,n,j)]
@@ -851,8 +855,8 @@ def integrate_scm(Q0, R0, T, v0, A, *, lr: float, g: str = "erf",
 
 
 def integrate_hmm(state: HmmInitialState, *, lr: float, delta: float, f: str = "sign",
-                  g: str = "erf", train_second_layer: bool = False, dt: float = 0.01,
-                  t_max: float | None = None, t_eval=None, method: str = "euler",
+                  g: str = "erf", train_second_layer: bool = False, dt: float = DEFAULT_DT,
+                  t_max: float | None = None, t_eval=None, method: str = DEFAULT_METHOD,
                   sigma: float = 0.0, teacher_projection: str = "T_tilde") -> Trajectory:
     """Hidden-manifold ODE with one density per eigenvalue of FᵀF/N (docs/model.md §5.2).
 

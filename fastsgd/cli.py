@@ -213,7 +213,7 @@ def ode(run_path, seed_index, dt, method, out, overwrite) -> None:
         raise click.UsageError(f"--out: the folder {str(out_path.parent)!r} does not exist")
     try:
         trajectories = integrate_run(run, positions, dt=dt, method=method)
-    except (TheoryUnavailable, NotImplementedError) as exc:
+    except TheoryUnavailable as exc:
         raise click.UsageError(f"{exc} (fastsgd compare --reference)") from None
     write_ode_file(out_path, run, positions, trajectories, dt=dt, method=method,
                    overwrite=overwrite)
@@ -260,7 +260,9 @@ def compare(run_path, ode_path, reference, floor, plot, dt, method, t_min, t_max
         result = compare_run(run, theory, floor=floor_run, t_min=t_min, t_max=t_max)
     except TheoryUnavailable as exc:
         raise click.UsageError(f"{exc} (--reference)") from None
-    except (NotImplementedError, ValueError, fastsgd.RunFileError) as exc:
+    except ConfigError as exc:
+        raise click.UsageError(_flag_message(exc)) from None
+    except (ValueError, fastsgd.RunFileError) as exc:
         raise click.UsageError(str(exc)) from None
     kind = "ODE" if theory.kind == "ode" else "reference run"
     click.echo(format_table(result.table, f"{run.path}: deviation from {theory.source} ({kind})"))
@@ -329,7 +331,7 @@ def plot(source, out) -> None:
         run = _load_run(source)
         try:
             theory = theory_for(run)
-        except (TheoryUnavailable, NotImplementedError) as exc:
+        except TheoryUnavailable as exc:
             raise click.UsageError(f"{exc}; use fastsgd compare --reference ... --plot") from None
         plot_comparison(run, theory, out_path)
     click.echo(f"wrote {out_path}")

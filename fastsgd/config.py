@@ -53,6 +53,17 @@ class ConfigError(ValueError):
                 message += f", got {value!r}"
         super().__init__(message)
 
+    def __reduce__(self):  # pickles (Dask, multiprocessing) with its fields and message
+        value = _UNSET if self.value is None else self.value
+        return (_rebuild_config_error,
+                (type(self), self.parameter, self.allowed, value, str(self)))
+
+
+def _rebuild_config_error(cls, parameter, allowed, value, message):
+    error = ConfigError.__new__(cls)
+    ConfigError.__init__(error, parameter, allowed, value, message=message)
+    return error
+
 
 def parse_count(value: Any, name: str, low: int, high: int) -> int:
     """An integer count from an int, an integral float (1e6) or a string ('1e6', '1_000_000').
@@ -272,4 +283,4 @@ def gaussian_latent(cfg: SimConfig, **changes: Any) -> SimConfig:
     """The Gaussian-latent twin of ``cfg`` (docs/model.md §6, the noise floor): the latent-law
     fields reset to their defaults (m = 1, α = 0, uniform weights, B = D, no
     standardization), everything else identical, then ``changes`` applied."""
-    return cfg.replace(**{name: DEFAULTS[name] for name in LATENT_LAW_FIELDS}, **changes)
+    return cfg.replace(**{**{name: DEFAULTS[name] for name in LATENT_LAW_FIELDS}, **changes})

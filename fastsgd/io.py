@@ -38,6 +38,9 @@ class OutputExistsError(FileExistsError):
         self.path = Path(path)
         super().__init__(f"out: {path} exists; pass overwrite=True to replace it")
 
+    def __reduce__(self):
+        return (type(self), (self.path,))
+
 
 #: Fields named in a default output name only where they differ from their default.
 _EXTRA_FIELDS = ("precision", "input_model", "weights", "sigma", "sample_seed",
@@ -89,7 +92,8 @@ def resolve_output(cfg: SimConfig, out, overwrite: bool) -> Path:
                           message=f"out must be a file path, got the folder {str(path)!r}")
     if not path.parent.is_dir():
         raise ConfigError("out", "a path in an existing folder", str(path),
-                          message=f"out: the folder {str(path.parent)!r} does not exist")
+                          message=f"out must be a path in an existing folder; "
+                                  f"{str(path.parent)!r} does not exist")
     if path.exists() and not overwrite:
         raise OutputExistsError(path)
     return path

@@ -103,10 +103,8 @@ def build_problem(cfg: SimConfig, streams: SeedStreams,
     generator = np.concatenate([draws.features.T, draws.teacher.T], axis=1) / math.sqrt(cfg.D)
     latent_args = latent_kernel_args(draws.mixture, cfg.standardize)
     latent = np.empty((min(P, TEST_CHUNK), cfg.D))
-    xi = None
-    if cfg.input_model == "equivalent_gaussian":
-        xi = np.empty((P, N))
-        fill_standard_normal(streams.test_xi, xi)
+    equivalent = cfg.input_model == "equivalent_gaussian"
+    xi = np.empty((latent.shape[0], N) if equivalent else (0, 0))
     test_inputs = np.empty((P, N), dtype=np.int8 if exact_int8_test_inputs(cfg) else np.float64)
     test_nu = np.empty((P, M))
     for start in range(0, P, TEST_CHUNK):
@@ -115,8 +113,10 @@ def build_problem(cfg: SimConfig, streams: SeedStreams,
         end = min(start + TEST_CHUNK, P)
         chunk = latent[:end - start]   # drawn sample by sample: the same stream as in one call
         sample_mixture_latent(streams.test_latent, streams.test_labels, chunk, *latent_args)
+        if equivalent:
+            fill_standard_normal(streams.test_xi, xi[:end - start])
         U = chunk @ generator
-        test_inputs[start:end] = make_inputs(cfg, U, None if xi is None else xi[start:end])
+        test_inputs[start:end] = make_inputs(cfg, U, xi[:end - start] if equivalent else None)
         test_nu[start:end] = U[:, N:]
     test_y = activation_array(test_nu, ACTIVATION_CODES[cfg.g], np.empty_like(test_nu)) @ draws.A
     return SeedProblem(draws.features, draws.teacher, draws.A, draws.mixture, draws.w, draws.v,

@@ -68,9 +68,9 @@ def draw_mixture(rng: np.random.Generator, m: int, alpha: float, D: int,
     p_i = 1/m (uniform) or the explicit weights normalised by their sum.
     """
     means = rng.uniform(-alpha, alpha, (m, D))
-    if weights == "dirichlet":
+    if isinstance(weights, str) and weights == "dirichlet":
         p = rng.dirichlet(np.ones(m))
-    elif weights == "uniform":
+    elif isinstance(weights, str) and weights == "uniform":
         p = np.full(m, 1.0 / m)
     else:
         p = np.asarray(weights, dtype=np.float64)

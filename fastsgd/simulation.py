@@ -80,7 +80,8 @@ def _create_writer(cfg: SimConfig, path, overwrite: bool, command_line: str) -> 
     except OSError as exc:  # nothing was run: bad output, and no half-made file left behind
         path.unlink(missing_ok=True)
         raise ConfigError("out", "a writable file path", str(path),
-                          message=f"out: cannot write {path} ({exc.strerror or exc})") from None
+                          message=f"out cannot be written: {path} ({exc.strerror or exc})"
+                          ) from None
 
 
 def _progress_bar(cfg: SimConfig):

@@ -27,7 +27,7 @@ from fastsgd.theory import DEFAULT_DT, DEFAULT_METHOD, Comparison
 
 ODE_DEFAULTS = {"dt": DEFAULT_DT, "method": DEFAULT_METHOD}
 #: The quantities whose per-seed ODE deviations a run's sidecar keeps.
-QUANTITIES = ("eg_mc", "eg", "Q", "R", "v")
+SIDECAR_QUANTITIES = ("eg_mc", "eg", "Q", "R", "v")
 #: Entropy offset of a cell's reference run: sample_seed = the cell's data entropy + 1 (§6).
 REFERENCE_SAMPLE_OFFSET = 1
 
@@ -35,8 +35,8 @@ REFERENCE_SAMPLE_OFFSET = 1
 class GridError(ConfigError):
     """An invalid GRID.toml; the message names the file, the table and the key."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__("GRID", "a valid GRID.toml (docs/model.md §8.5)", message=message)
+    def __init__(self, message: str, parameter: str = "GRID") -> None:
+        super().__init__(parameter, "a valid GRID.toml (docs/model.md §8.5)", message=message)
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def read_grid(path) -> tuple[list[Cell], dict]:
         raise GridError(f"GRID: {path}: [ode] unknown key(s) {bad_ode}; allowed: dt, method")
     if not (isinstance(ode["dt"], (int, float)) and math.isfinite(ode["dt"]) and ode["dt"] > 0):
         raise GridError(f"GRID: {path}: [ode] dt must be a finite number > 0, got {ode['dt']!r}")
-    if ode["method"] not in METHODS:
+    if not isinstance(ode["method"], str) or ode["method"] not in METHODS:
         raise GridError(f"GRID: {path}: [ode] method must be one of {', '.join(METHODS)}, "
                         f"got {ode['method']!r}")
     keys = list(grid)
@@ -174,8 +174,8 @@ def run_job(config_json: str, path: str, ode: dict) -> dict:
     try:
         d = deviations(run, theory_for(run, dt=ode["dt"], method=ode["method"]))
         result["ode"] = {q: [None if not np.isfinite(x) else float(x) for x in d[q]]
-                         for q in QUANTITIES}
-    except (TheoryUnavailable, NotImplementedError):
+                         for q in SIDECAR_QUANTITIES}
+    except TheoryUnavailable:
         pass
     os.replace(tmp, path)
     sidecar.write_text(json.dumps(result))
@@ -187,12 +187,15 @@ def _per_seed(values) -> np.ndarray:
     return np.array([np.nan if x is None else x for x in values], dtype=float)
 
 
-def _ode_comparison(own: dict, floor: dict) -> Comparison | None:
-    """The cell against its ODE and the floor against its own (from the runs' sidecars)."""
-    if own["ode"] is None or floor["ode"] is None:
+def _sidecar_deviations(result: dict) -> dict[str, np.ndarray] | None:
+    """A run's per-seed deviations from its own ODE, from its sidecar (None: no ODE applies)."""
+    if result["ode"] is None:
         return None
-    return Comparison(cell={q: _per_seed(own["ode"][q]) for q in QUANTITIES},
-                      floor={q: _per_seed(floor["ode"][q]) for q in QUANTITIES})
+    return {q: _per_seed(result["ode"][q]) for q in SIDECAR_QUANTITIES}
+
+
+def _table(deviations: dict | None, quantity: str) -> Aggregate | None:
+    return None if deviations is None else aggregate(deviations[quantity])
 
 
 def _reference_comparison(cell: Cell, out: Path) -> Comparison:
@@ -211,18 +214,22 @@ def _columns(prefix: str, agg: Aggregate | None) -> dict:
 
 def _cell_row(cell: Cell, out: Path, results: dict) -> dict:
     """The summary columns of one finished cell (docs/model.md §8.1 summary.csv)."""
-    by_ode = _ode_comparison(results[cell.job.name], results[cell.floor.name])
+    own = _sidecar_deviations(results[cell.job.name])
+    floor = _sidecar_deviations(results[cell.floor.name])
     by_reference = _reference_comparison(cell, out)
-    mode, chosen = ("ode", by_ode) if by_ode is not None else ("reference", by_reference)
+    if own is not None and floor is not None:
+        mode, chosen = "ode", Comparison(cell_deviations=own, floor_deviations=floor)
+    else:
+        mode, chosen = "reference", by_reference
     verdict = chosen.verdict
-    row = {**_columns("eg_dev_ode", by_ode and by_ode.table["eg_mc"]),
+    row = {**_columns("eg_dev_ode", _table(own, "eg_mc")),
            **_columns("eg_dev_ref", by_reference.table["eg_mc"]),
-           **_columns("floor_ode", by_ode and by_ode.floor_table["eg_mc"]),
+           **_columns("floor_ode", _table(floor, "eg_mc")),
            **_columns("floor_ref", by_reference.floor_table["eg_mc"]),
            "n_valid": verdict.cell.n_valid, "verdict_mode": mode, "verdict": verdict.verdict}
     for q in ("Q", "R", "v"):
         row.update(_columns(f"op_dev_{q}", chosen.table[q]))
-    row.update(_columns("eg_closed_dev_ode", by_ode and by_ode.table["eg"]))
+    row.update(_columns("eg_closed_dev_ode", _table(own, "eg")))
     row.update({"paired_mean": verdict.paired_mean, "paired_sem": verdict.paired_sem,
                 "paired_z": verdict.paired_z, "z": verdict.z,
                 "p_one_sided": verdict.p_one_sided, "error": ""})
@@ -282,7 +289,7 @@ def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None =
     cells, ode = read_grid(grid_path)
     out = Path(out)
     if not out.parent.is_dir():
-        raise GridError(f"out: the folder {str(out.parent)!r} does not exist")
+        raise GridError(f"out: the folder {str(out.parent)!r} does not exist", "out")
     out.mkdir(exist_ok=True)
     jobs = {}
     for cell in cells:

@@ -19,18 +19,16 @@ import h5py
 import numpy as np
 
 from analysis.activations import folding_coefficients
-from analysis.deviation import (Aggregate, Verdict, aggregate, eg_deviation, op_deviation,
-                                universality_verdict)
-from analysis.ode import Trajectory, integrate_hmm
+from analysis.deviation import (DEFAULT_T_MIN, Aggregate, Verdict, aggregate, eg_deviation,
+                                op_deviation, universality_verdict)
+from analysis.ode import DEFAULT_DT, DEFAULT_METHOD, Trajectory, integrate_hmm
+from fastsgd.config import ConfigError
 from fastsgd.io import OutputExistsError, Run, RunFileError
-from fastsgd.sgd import INPUT_MODELS
 
-#: The ODE's default step and method (the published integrators' semantics, docs/model.md §5.5).
-DEFAULT_DT = 0.01
-DEFAULT_METHOD = "euler"
-#: The deviation window's default start (docs/model.md §6).
-DEFAULT_T_MIN = 0.1
-#: The quantities whose deviation is reported, and the one the verdict uses.
+#: The input models the HMM ODE describes (docs/model.md §5.2, §7.5).
+ODE_INPUT_MODELS = ("hmm", "equivalent_gaussian")
+#: The quantities whose deviation is reported, in the order of the table, and the one the
+#: verdict uses (the real error under the run's own latent law, docs/model.md §6).
 QUANTITIES = ("eg_mc", "eg", "Q", "R", "v", "empirical/Q", "empirical/R")
 VERDICT_QUANTITY = "eg_mc"
 
@@ -47,7 +45,7 @@ def check_ode_applies(config) -> None:
         raise TheoryUnavailable(
             f"f = {config.f} has a = E f(u) = {a:.4f} ≠ 0: no Gaussian ODE applies; compare "
             "with a Gaussian-latent reference run instead")
-    if config.input_model not in INPUT_MODELS:
+    if config.input_model not in ODE_INPUT_MODELS:
         raise TheoryUnavailable(f"input_model = {config.input_model}: no ODE applies")
 
 
@@ -215,7 +213,7 @@ def deviations(run, theory: TheoryCurves, *, t_min: float = DEFAULT_T_MIN,
         "empirical/R": op_deviation(run.t, run.empirical["R"], theory.t, theory.R,
                                     per_seed=True, **window),
     }
-    return {name: np.where(usable, value, np.nan) for name, value in d.items()}
+    return {name: np.where(usable, d[name], np.nan) for name in QUANTITIES}
 
 
 def deviation_table(run, theory: TheoryCurves, **window) -> dict[str, Aggregate]:
@@ -232,28 +230,30 @@ def table_of(per_seed: dict[str, np.ndarray]) -> dict[str, Aggregate]:
 class Comparison:
     """A run against its theory and, optionally, its floor against the same kind of theory.
 
-    ``cell`` and ``floor`` hold per-seed deviations d_s of every quantity (NaN where a seed
-    diverged or its theory failed); ``table`` and ``floor_table`` their mean ± s.e.m.;
+    ``cell_deviations`` and ``floor_deviations`` hold per-seed deviations d_s of every quantity
+    (NaN where a seed diverged or its theory failed); ``table`` and ``floor_table`` their
+    mean ± s.e.m.;
     ``verdict`` the universality verdict of the ε_g deviation (eg_mc) against the floor
     (docs/model.md §6), None without a floor.
     """
 
-    cell: dict[str, np.ndarray]
-    floor: dict[str, np.ndarray] | None = None
+    cell_deviations: dict[str, np.ndarray]
+    floor_deviations: dict[str, np.ndarray] | None = None
 
     @property
     def table(self) -> dict[str, Aggregate]:
-        return table_of(self.cell)
+        return table_of(self.cell_deviations)
 
     @property
     def floor_table(self) -> dict[str, Aggregate] | None:
-        return None if self.floor is None else table_of(self.floor)
+        return None if self.floor_deviations is None else table_of(self.floor_deviations)
 
     @property
     def verdict(self) -> Verdict | None:
-        if self.floor is None:
+        if self.floor_deviations is None:
             return None
-        return universality_verdict(self.cell[VERDICT_QUANTITY], self.floor[VERDICT_QUANTITY])
+        return universality_verdict(self.cell_deviations[VERDICT_QUANTITY],
+                                    self.floor_deviations[VERDICT_QUANTITY])
 
 
 def compare_run(run, theory: TheoryCurves, *, floor=None, floor_theory=None,
@@ -265,10 +265,12 @@ def compare_run(run, theory: TheoryCurves, *, floor=None, floor_theory=None,
     d_floor = None
     if floor is not None:
         if (floor.config.N, floor.config.D) != (run.config.N, run.config.D):
-            raise ValueError(f"floor {floor.path}: its (N, D) differ from those of {run.path}")
+            raise ConfigError("floor", f"a run with the (N, D) of {run.path}", str(floor.path),
+                              message=f"floor {floor.path}: its (N, D) differ from those of "
+                                      f"{run.path}")
         floor_theory = floor_theory or same_theory_for(floor, theory)
         d_floor = deviations(floor, floor_theory, **window)
-    return Comparison(cell=deviations(run, theory, **window), floor=d_floor)
+    return Comparison(cell_deviations=deviations(run, theory, **window), floor_deviations=d_floor)
 
 
 def format_table(table: dict[str, Aggregate], title: str) -> str:

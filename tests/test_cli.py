@@ -254,7 +254,8 @@ def test_out_in_missing_folder_is_refused(tmp_path, capsys):
     out = tmp_path / "no_such_folder" / "run.h5"
     code, stdout, err = run_main(capsys, simulate_args("--out", str(out)))
     assert code == 2
-    assert_one_line_error(err, ["no_such_folder"])
+    assert_one_line_error(err, ["no_such_folder", "--out"])
+    assert "out: out:" not in err  # the flag, then the library's sentence, once
     assert not out.parent.exists()
     assert files_under(tmp_path) == []
 

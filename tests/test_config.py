@@ -507,3 +507,23 @@ def test_explicit_weights_survive_a_json_round_trip_exactly(weights):
 def test_absurd_reals_are_refused(field, value):
     with pytest.raises(ConfigError, match=field):
         SimConfig(**{field: value})
+
+
+def test_config_errors_survive_pickling_with_their_fields():
+    """Dask and multiprocessing carry errors between processes by pickling them."""
+    import pickle
+
+    with pytest.raises(ConfigError) as info:
+        SimConfig(D=12, block_size=5)
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert type(copy) is ConfigError and str(copy) == str(info.value)
+    assert (copy.parameter, copy.allowed, copy.value) == ("block_size", info.value.allowed, 5)
+
+
+def test_gaussian_latent_takes_further_changes_even_of_latent_fields():
+    from fastsgd.config import gaussian_latent
+
+    cfg = SimConfig(m=3, alpha=1.0, standardize="whiten", D=12, block_size=4)
+    twin = gaussian_latent(cfg, standardize="population", sample_seed=5)
+    assert (twin.m, twin.alpha, twin.block_size, twin.standardize) == (1, 0.0, 12, "population")
+    assert twin.sample_seed == 5 and twin.D == 12

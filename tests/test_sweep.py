@@ -110,6 +110,7 @@ def test_a_killed_worker_fails_only_its_cell(grid_file, tmp_path):
     ("[grid]\nm = [2]\nblock_size = [7]\n", "block_size must be a divisor"),
     ("[grid]\nm = [1]\n[ode]\ndt = 0\n", "dt must be"),
     ("[grid]\nm = [1]\n[ode]\nmethod = 'rk45'\n", "method must be"),
+    ("[grid]\nm = [1]\n[ode]\nmethod = ['rk4']\n", "method must be"),
     ("[grid]\nm = [1]\n[extra]\nx = 1\n", "unknown table"),
     ("[grid]\nm = [1]\nbogus = [1]\n", "unknown configuration field"),
     ("[base]\nm = 2\n[grid]\nm = [1]\n", "both [base] and [grid]"),

@@ -152,17 +152,17 @@ def test_compare_run_gives_the_deviations_and_the_verdict(mode, cell, floor, ref
               else theory_for(cell, dt=0.02))
     window = dict(t_min=0.2, t_max=30.0)
     alone = compare_run(cell, theory, **window)
-    assert isinstance(alone, Comparison) and alone.floor is None
+    assert isinstance(alone, Comparison) and alone.floor_deviations is None
     assert alone.verdict is None and alone.floor_table is None
-    assert_same_deviations(alone.cell, deviations(cell, theory, **window))
+    assert_same_deviations(alone.cell_deviations, deviations(cell, theory, **window))
     for name, agg in alone.table.items():
-        np.testing.assert_array_equal(agg.values, alone.cell[name])
+        np.testing.assert_array_equal(agg.values, alone.cell_deviations[name])
 
     with_floor = compare_run(cell, theory, floor=floor, **window)
-    assert_same_deviations(with_floor.cell, alone.cell)
-    assert_same_deviations(with_floor.floor,
+    assert_same_deviations(with_floor.cell_deviations, alone.cell_deviations)
+    assert_same_deviations(with_floor.floor_deviations,
                            deviations(floor, same_theory_for(floor, theory), **window))
-    expected = universality_verdict(with_floor.cell["eg_mc"], with_floor.floor["eg_mc"])
+    expected = universality_verdict(with_floor.cell_deviations["eg_mc"], with_floor.floor_deviations["eg_mc"])
     got = with_floor.verdict
     assert got.verdict == expected.verdict and got.verdict in ("matches", "deviates")
     for field in ("paired_mean", "paired_sem", "paired_z", "combined_sem", "z", "p_one_sided"):
@@ -173,7 +173,7 @@ def test_compare_run_gives_the_deviations_and_the_verdict(mode, cell, floor, ref
     # an explicit floor theory is used as given
     given = compare_run(cell, theory, floor=floor, floor_theory=theory_for(floor, dt=0.01),
                         **window)
-    assert_same_deviations(given.floor, deviations(floor, theory_for(floor, dt=0.01), **window))
+    assert_same_deviations(given.floor_deviations, deviations(floor, theory_for(floor, dt=0.01), **window))
 
 
 def test_compare_run_refuses_a_floor_of_other_sizes(cell, folder):
