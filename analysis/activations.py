@@ -1,4 +1,5 @@
-"""Activation functions g, folding functions f and the folding coefficients (docs/model.md §2.3–2.4).
+"""Activation functions g, folding functions f and the folding coefficients
+(docs/model.md §2.3–2.4).
 
 Both the simulator kernels and the ODEs use these definitions. Options travel into the numba
 kernels as small integer codes (``FOLD_CODES``, ``ACTIVATION_CODES``) so that one compiled kernel

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_T_MIN", "Aggregate", "Verdict", "aggregate", "eg_deviation", "holm", "op_deviation",
-           "universality_verdict"]
+__all__ = ["DEFAULT_T_MIN", "Aggregate", "Verdict", "aggregate", "eg_deviation", "holm",
+           "op_deviation", "universality_verdict"]
 
 #: The deviation window's default start (docs/model.md §6).
 DEFAULT_T_MIN = 0.1
@@ -60,9 +60,10 @@ def _eg_deviation_one(t, eg_sim, t_ref, eg_ref, t_min, t_max, eg_min) -> float:
     return float(np.mean(np.abs(np.log(np.maximum(eg_sim[use], eg_min)) - ell)))
 
 
-def eg_deviation(t, eg_sim, t_ref, eg_ref, *, t_min: float = DEFAULT_T_MIN, t_max: float | None = None,
-                 eg_min: float = 1e-12):
-    """Mean absolute log-ratio of two ε_g curves over the simulation's record times (docs/model.md §6).
+def eg_deviation(t, eg_sim, t_ref, eg_ref, *, t_min: float = DEFAULT_T_MIN,
+                 t_max: float | None = None, eg_min: float = 1e-12):
+    """Mean absolute log-ratio of two ε_g curves over the simulation's record times
+    (docs/model.md §6).
 
     d = (1/n) Σ_i |ln ε_sim(t_i) − ℓ_ref(t_i)|, ℓ_ref = ln ε_ref interpolated linearly in ln t,
     both curves floored at ``eg_min``; points with t_min ≤ t_i ≤ t_max inside the reference's

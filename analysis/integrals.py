@@ -1,4 +1,5 @@
-"""Gaussian integrals I2, I3, I4, J2 and the closed-form generalisation error (docs/model.md §4.3, §5).
+"""Gaussian integrals I2, I3, I4, J2 and the closed-form generalisation error
+(docs/model.md §4.3, §5).
 
 For z ~ N(0, C), with the arguments naming fields in order (repeated indices repeat rows and
 columns of C):
@@ -278,8 +279,8 @@ def relu_i4_table(sd, P, asin_P, rep, quads, out, P4, x, w):
 
     The integrand is z_f2 z_f3 1_O with O = {z_m > 0 for the distinct fields m}. Fields that
     coincide (same index, or a correlation of 1 to within rounding) are merged; a correlation
-    of −1 to within rounding between two of them makes O empty (I4 = 0), and so does a field of zero variance
-    (Θ(0) = relu(0) = 0). A NaN or infinite entry gives NaN. Then I4 = √(C_f2f2 C_f3f3) ·
+    of −1 to within rounding between two of them makes O empty (I4 = 0), and so does a field of
+    zero variance (Θ(0) = relu(0) = 0). A NaN or infinite entry gives NaN. Then I4 = √(C_f2f2 C_f3f3) ·
     E[u_a u_b 1_O] on the standardized fields (:func:`relu_standard_moment`), with P(O) in
     closed form up to three distinct fields and by :func:`analysis.orthant.orthant_4` (rule
     (x, w), workspace ``P4`` (4, 4)) for four.

@@ -20,7 +20,8 @@ x ∈ [0, 1]. When P is nearly singular (a student that has learned its teacher,
 state of the ODE), 1 − ρ_kl·ij² vanishes linearly at the end of the path, which gives the
 integrand a square-root endpoint singularity in θ; the substitution makes it smooth in x (the
 quadratic θ_max − θ ∝ (1 − x)²), and the rule converges geometrically again. The accuracy, by
-node doubling and against arbitrary-precision quadrature, is in tests/test_orthant.py and tests/test_integrals.py.
+node doubling and against arbitrary-precision quadrature, is in tests/test_orthant.py and
+tests/test_integrals.py.
 """
 
 from __future__ import annotations

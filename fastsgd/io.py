@@ -100,7 +100,8 @@ def resolve_output(cfg: SimConfig, out, overwrite: bool) -> Path:
 
 
 def record_steps(steps: int, records: int) -> np.ndarray:
-    """Record steps: sorted unique {0} ∪ rint(geomspace(1, steps, records − 1)) (docs/model.md §3.4).
+    """Record steps: sorted unique {0} ∪ rint(geomspace(1, steps, records − 1))
+    (docs/model.md §3.4).
 
     With records = 2 the one log-spaced point is ``steps`` itself (geomspace would give 1), so
     step 0 and ``steps`` are always included and n_t ≤ records."""

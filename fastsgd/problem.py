@@ -31,8 +31,8 @@ class Stopped(Exception):
 
 
 @dataclass
-class SeedProblem:
-    """Everything fixed for one seed index: features, teacher, mixture, initial weights, test set."""
+class SeedDraws:
+    """A seed's fixed quantities before its test set: F, W̃, A, the mixture, w(0), v(0)."""
 
     features: np.ndarray          # F (N, D)
     teacher: np.ndarray           # W̃ (M, D)
@@ -40,23 +40,17 @@ class SeedProblem:
     mixture: Mixture
     w: np.ndarray                 # (K, N), initial
     v: np.ndarray                 # (K,), initial
+
+
+@dataclass
+class SeedProblem(SeedDraws):
+    """Everything fixed for one seed index: its draws, the GEMM operand and the test set."""
+
     generator: np.ndarray         # [F/√D | W̃ᵀ/√D] (D, N + M)
     test_inputs: np.ndarray       # (P, N) int8 (sign) or float64
     test_nu: np.ndarray           # (P, M)
     test_y: np.ndarray            # (P,) noiseless labels
     test_T: np.ndarray            # (M, M) centred covariance of ν on the test set (fixed)
-
-
-@dataclass
-class _Draws:
-    """The seed's fixed quantities before the test set: F, W̃, A, the mixture, w(0), v(0)."""
-
-    features: np.ndarray
-    teacher: np.ndarray
-    A: np.ndarray
-    mixture: Mixture
-    w: np.ndarray
-    v: np.ndarray
 
 
 def exact_int8_test_inputs(cfg: SimConfig) -> bool:
@@ -80,14 +74,14 @@ def make_inputs(cfg: SimConfig, U: np.ndarray, xi: np.ndarray | None) -> np.ndar
     return fold_array(u, FOLD_CODES[cfg.f], np.empty_like(u))
 
 
-def _draw(cfg: SimConfig, streams: SeedStreams) -> _Draws:
+def _draw(cfg: SimConfig, streams: SeedStreams) -> SeedDraws:
     """F, W̃, A = 1, the mixture, w(0) and v(0) from streams (s,0) … (s,3) (docs/model.md §3.3)."""
     features = streams.features.standard_normal((cfg.N, cfg.D))
     teacher = streams.teacher.standard_normal((cfg.M, cfg.D))
     means, weights = draw_mixture(streams.mixture, cfg.m, cfg.alpha, cfg.D, cfg.weights)
     w = streams.student.standard_normal((cfg.K, cfg.N))
     v = streams.student.standard_normal(cfg.K) if cfg.train_second_layer else np.ones(cfg.K)
-    return _Draws(features, teacher, np.ones(cfg.M), mixture_moments(means, weights,
+    return SeedDraws(features, teacher, np.ones(cfg.M), mixture_moments(means, weights,
                                                                       cfg.block_size), w, v)
 
 
@@ -124,8 +118,8 @@ def build_problem(cfg: SimConfig, streams: SeedStreams,
                        centred_covariance(test_nu, test_nu))
 
 
-def problem_initial_state(problem: SeedProblem | _Draws) -> HmmInitialState:
-    """The HMM ODE's exact initial state of a built problem (docs/model.md §4.4)."""
+def problem_initial_state(problem: SeedDraws) -> HmmInitialState:
+    """The HMM ODE's exact initial state of a seed's draws or built problem (§4.4)."""
     return spectral_initial_state(problem.features, problem.w, problem.teacher, problem.v,
                                   problem.A)
 

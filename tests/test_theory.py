@@ -162,7 +162,8 @@ def test_compare_run_gives_the_deviations_and_the_verdict(mode, cell, floor, ref
     assert_same_deviations(with_floor.cell_deviations, alone.cell_deviations)
     assert_same_deviations(with_floor.floor_deviations,
                            deviations(floor, same_theory_for(floor, theory), **window))
-    expected = universality_verdict(with_floor.cell_deviations["eg_mc"], with_floor.floor_deviations["eg_mc"])
+    expected = universality_verdict(with_floor.cell_deviations["eg_mc"],
+                                    with_floor.floor_deviations["eg_mc"])
     got = with_floor.verdict
     assert got.verdict == expected.verdict and got.verdict in ("matches", "deviates")
     for field in ("paired_mean", "paired_sem", "paired_z", "combined_sem", "z", "p_one_sided"):
@@ -173,7 +174,8 @@ def test_compare_run_gives_the_deviations_and_the_verdict(mode, cell, floor, ref
     # an explicit floor theory is used as given
     given = compare_run(cell, theory, floor=floor, floor_theory=theory_for(floor, dt=0.01),
                         **window)
-    assert_same_deviations(given.floor_deviations, deviations(floor, theory_for(floor, dt=0.01), **window))
+    assert_same_deviations(given.floor_deviations,
+                           deviations(floor, theory_for(floor, dt=0.01), **window))
 
 
 def test_compare_run_refuses_a_floor_of_other_sizes(cell, folder):
