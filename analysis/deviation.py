@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_T_MIN", "Aggregate", "Verdict", "aggregate", "eg_deviation", "holm",
-           "op_deviation", "universality_verdict"]
+__all__ = ["DEFAULT_T_MIN", "UNIVERSALITY_CLASSES", "Aggregate", "Verdict", "aggregate",
+           "eg_deviation", "holm", "op_deviation", "universality_class", "universality_verdict"]
 
 #: The deviation window's default start (docs/model.md §6).
 DEFAULT_T_MIN = 0.1
@@ -20,6 +20,12 @@ REFERENCE_NORM_MIN = 1e-12
 MATCH_SEMS = 2.0
 #: Family-wise error rate of Holm's correction.
 HOLM_LEVEL = 0.05
+#: The three-way class of docs/model.md §10.4, keyed by (v1, v2): the verdict against the
+#: N(0, I) reference and the verdict against the matched-Gaussian reference.
+UNIVERSALITY_CLASSES = {("matches", "matches"): "gaussian",
+                        ("deviates", "matches"): "second_order",
+                        ("deviates", "deviates"): "higher_order",
+                        ("matches", "deviates"): "inconsistent"}
 
 
 def _window(t, sim_ok, t_ref, ref_ok, t_min, t_max):
@@ -188,6 +194,13 @@ def universality_verdict(d_cell, d_floor) -> Verdict:
     z = (cell.mean - floor.mean) / combined if combined > 0 else math.nan
     p = 0.5 * math.erfc(z / math.sqrt(2)) if math.isfinite(z) else math.nan
     return Verdict(verdict, cell, floor, paired.mean, paired.sem, paired_z, combined, z, p)
+
+
+def universality_class(v1: str, v2: str) -> str:
+    """The three-way class (docs/model.md §10.4) from v1, the verdict against the N(0, I)
+    reference, and v2, the verdict against the matched Gaussian: gaussian, second_order,
+    higher_order, inconsistent, or undetermined when either is not matches/deviates."""
+    return UNIVERSALITY_CLASSES.get((v1, v2), "undetermined")
 
 
 def holm(p_values, level: float = HOLM_LEVEL) -> list[bool]:

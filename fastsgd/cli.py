@@ -14,11 +14,12 @@ import click
 
 from analysis.activations import ACTIVATIONS, FOLDS
 from analysis.ode import METHODS
-from fastsgd.config import (DEFAULTS, MAX_BLAS_THREADS, MAX_DIM, MAX_RECORDS, MAX_SEED,
-                            MAX_SEEDS, MAX_STEPS, MAX_TEST_SIZE, MAX_UNITS, PRECISIONS,
-                            ConfigError, SimConfig, parse_count)
+from fastsgd.config import (DEFAULTS, MAX_BLAS_THREADS, MAX_DIM, MAX_MOMENT_SAMPLES,
+                            MAX_RECORDS, MAX_SEED, MAX_SEEDS, MAX_STEPS, MAX_TEST_SIZE,
+                            MAX_UNITS, PRECISIONS, ConfigError, SimConfig, parse_count)
 from fastsgd.io import OutputExistsError
-from fastsgd.sampling import STANDARDIZATIONS, WEIGHT_SCHEMES
+from fastsgd.matched import LATENT_LAWS
+from fastsgd.sampling import MEAN_GEOMETRIES, STANDARDIZATIONS, TEACHERS, WEIGHT_SCHEMES
 from fastsgd.sgd import INPUT_MODELS
 from fastsgd.theory import DEFAULT_DT, DEFAULT_METHOD, DEFAULT_T_MIN
 
@@ -92,6 +93,17 @@ def config_option(*decls: str, field: str, **kwargs):
                help="Mixture weights.")
 @config_option("--standardize", field="standardize", type=_choice(STANDARDIZATIONS),
                help="Standardization of each latent.")
+@config_option("--means", field="means", type=_choice(MEAN_GEOMETRIES),
+               help="Mixture means: vector (i.i.d. entries) or scalar (a_i times the ones "
+                    "vector).")
+@config_option("--latent", field="latent", type=_choice(LATENT_LAWS),
+               help="The mixture, or the Gaussian with its mean and covariance after "
+                    "standardization.")
+@config_option("--teacher", field="teacher", type=_choice(TEACHERS),
+               help="Random teacher, or row 0 along the mixture's top between-label "
+                    "direction.")
+@config_option("--moment-samples", field="moment_samples", type=Count(1, MAX_MOMENT_SAMPLES),
+               help="Monte Carlo samples of a matched law that has no exact form.")
 @config_option("--f", field="f", type=_choice(FOLDS),
                help="Folding function of the inputs x = f(Fc/sqrt(D)).")
 @config_option("--g", field="g", type=_choice(ACTIVATIONS),

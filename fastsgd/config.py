@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis.activations import ACTIVATIONS, FOLDS
-from fastsgd.sampling import STANDARDIZATIONS, WEIGHT_SCHEMES
+from fastsgd.matched import LATENT_LAWS, matched_method
+from fastsgd.sampling import MEAN_GEOMETRIES, STANDARDIZATIONS, TEACHERS, WEIGHT_SCHEMES
 from fastsgd.sgd import INPUT_MODELS
 
 PRECISIONS = ("f64", "mixed")
@@ -30,6 +31,11 @@ MAX_TEST_SIZE = 1_000_000_000
 MAX_SEED = 2 ** 63 - 1
 MAX_BLAS_THREADS = 1024
 MAX_REAL = 1e6                # alpha, lr, sigma: far beyond any meaningful value, far from overflow
+MAX_MOMENT_SAMPLES = 10 ** 10
+#: Monte Carlo matched laws hold a dense D × D covariance and its eigendecomposition.
+MAX_MONTE_CARLO_D = 8192
+#: Monte Carlo moments need at least this many samples per latent dimension.
+MIN_MOMENT_SAMPLES_PER_D = 10
 
 
 _UNSET = object()
@@ -152,6 +158,10 @@ class SimConfig:
     input_model: str = "hmm"
     first_seed_index: int = 0
     blas_threads: int = 1
+    means: str = "vector"
+    latent: str = "mixture"
+    teacher: str = "random"
+    moment_samples: int = 1_000_000
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -184,7 +194,12 @@ class SimConfig:
                 raise ConfigError("block_size", f"a divisor of D = {self.D} ({shown})", block)
             set_(self, "block_size", block)
         set_(self, "weights", self._validated_weights())
+        set_(self, "moment_samples",
+             parse_count(self.moment_samples, "moment_samples", 1, MAX_MOMENT_SAMPLES))
         _choice(self.standardize, "standardize", STANDARDIZATIONS)
+        _choice(self.means, "means", MEAN_GEOMETRIES)
+        _choice(self.latent, "latent", LATENT_LAWS)
+        _choice(self.teacher, "teacher", TEACHERS)
         _choice(self.f, "f", FOLDS)
         _choice(self.g, "g", ACTIVATIONS)
         _choice(self.precision, "precision", PRECISIONS)
@@ -194,10 +209,38 @@ class SimConfig:
         if self.standardize == "sample" and self.D < 2:
             raise ConfigError("standardize", "none, population or whiten when D = 1",
                               message="standardize = sample needs D >= 2, got D = 1")
+        self._check_latent_law()
         if self.blas_threads > 1 and self.seeds > 1:
             raise ConfigError("blas_threads", "1 when seeds > 1",
                               message=f"blas_threads > 1 is allowed only with seeds = 1 (got "
                                       f"seeds = {self.seeds}); seeds run in parallel instead")
+
+    def _check_latent_law(self) -> None:
+        """The combinations of §10.2–10.3 that are refused."""
+        if self.teacher == "aligned":
+            positive = self.m if isinstance(self.weights, str) else sum(
+                x > 0 for x in self.weights)
+            if self.alpha == 0.0 or positive < 2:
+                raise ConfigError("teacher", "random when Σ_c − I = 0", "aligned",
+                                  message="teacher = aligned needs a mixture with Σ_c ≠ I "
+                                          "(m ≥ 2 weighted components and alpha > 0)")
+            if self.means == "scalar" and self.standardize == "sample" and \
+                    self.block_size == self.D:
+                raise ConfigError("teacher", "random with scalar means, sample and B = D",
+                                  "aligned", message="teacher = aligned: sample "
+                                  "standardization removes the aligned direction (∝ 1) when "
+                                  "means = scalar and block_size = D")
+        if self.latent == "matched_gaussian" and self.matched_method == "monte_carlo":
+            if self.D > MAX_MONTE_CARLO_D:
+                raise ConfigError("D", f"at most {MAX_MONTE_CARLO_D} for a Monte Carlo matched "
+                                  "law", self.D, message=f"D must be at most "
+                                  f"{MAX_MONTE_CARLO_D} for latent = matched_gaussian with "
+                                  f"standardize = sample and this block structure (a dense "
+                                  f"D × D covariance), got {self.D}")
+            least = MIN_MOMENT_SAMPLES_PER_D * self.D
+            if self.moment_samples < least:
+                raise ConfigError("moment_samples", f"at least {least} (10·D) for a Monte "
+                                  "Carlo matched law", self.moment_samples)
 
     def _validated_weights(self) -> str | tuple[float, ...]:
         w = self.weights
@@ -234,6 +277,12 @@ class SimConfig:
         return self.seed if self.sample_seed is None else self.sample_seed
 
     @property
+    def matched_method(self) -> str:
+        """How the matched law of this latent is obtained (docs/model.md §10.2)."""
+        return matched_method(self.m, self.alpha, self.means, self.block_size, self.D,
+                              self.standardize)
+
+    @property
     def seed_indices(self) -> range:
         return range(self.first_seed_index, self.first_seed_index + self.seeds)
 
@@ -244,7 +293,11 @@ class SimConfig:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """The config as JSON; fields of OMITTED_AT_DEFAULT are left out at their defaults, so
+        that configs made before they existed keep their text, hash and file name (§10)."""
+        data = {name: value for name, value in self.to_dict().items()
+                if not (name in OMITTED_AT_DEFAULT and value == DEFAULTS[name])}
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SimConfig":
@@ -275,12 +328,59 @@ class SimConfig:
 #: output names and the sweep's derived keys.
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(SimConfig)}
 
+#: Fields added by docs/model.md §10: left out of the JSON (hash, file name) at their defaults.
+OMITTED_AT_DEFAULT = ("means", "latent", "teacher", "moment_samples")
+
 #: The fields that define the latent law; a Gaussian latent has them at their defaults.
-LATENT_LAW_FIELDS = ("m", "alpha", "weights", "block_size", "standardize")
+LATENT_LAW_FIELDS = ("m", "alpha", "weights", "block_size", "standardize", "means", "latent",
+                     "moment_samples")
 
 
 def gaussian_latent(cfg: SimConfig, **changes: Any) -> SimConfig:
-    """The Gaussian-latent twin of ``cfg`` (docs/model.md §6, the noise floor): the latent-law
-    fields reset to their defaults (m = 1, α = 0, uniform weights, B = D, no
-    standardization), everything else identical, then ``changes`` applied."""
+    """The Gaussian-latent twin of ``cfg`` (docs/model.md §6): the latent-law fields reset to
+    their defaults (m = 1, α = 0, uniform weights, B = D, no standardization, vector means, a
+    mixture latent), everything else identical, then ``changes`` applied."""
     return cfg.replace(**{**{name: DEFAULTS[name] for name in LATENT_LAW_FIELDS}, **changes})
+
+
+def matched_is_standard_normal(cfg: SimConfig) -> bool:
+    """True when the matched Gaussian of ``cfg``'s latent (§10.2) is N(0, I_D): the standardized
+    latent has mean 0 and covariance I (whiten; population with independent coordinates; the
+    Gaussian latent itself)."""
+    gaussian = cfg.alpha == 0.0
+    if cfg.standardize == "whiten":
+        return True
+    if cfg.standardize == "population":
+        return gaussian or cfg.m == 1 or cfg.block_size == 1
+    return cfg.standardize == "none" and gaussian
+
+
+def canonical(cfg: SimConfig) -> SimConfig:
+    """The simplest configuration that samples the same law with the same F, teacher and
+    student as ``cfg`` (runs are reused by law, not by config, docs/model.md §10.4): a matched
+    latent that is N(0, I) becomes the Gaussian latent (random teacher) or the matched whiten
+    latent of the same mixture (aligned teacher, which the mixture defines); the matched law of
+    a sample-standardized exchangeable latent, N(0, D/(D − 1)·P), becomes that of the Gaussian
+    latent (random teacher)."""
+    if cfg.latent != "matched_gaussian":
+        return cfg
+    if matched_is_standard_normal(cfg):
+        if cfg.teacher == "random":
+            return gaussian_latent(cfg)
+        return cfg.replace(standardize="whiten", moment_samples=DEFAULTS["moment_samples"])
+    if cfg.standardize == "sample" and cfg.matched_method == "exact" and cfg.teacher == "random":
+        # an exchangeable latent, sample-standardized: N(0, D/(D−1)·P) whatever the mixture
+        return gaussian_latent(cfg, standardize="sample", latent="matched_gaussian")
+    return cfg
+
+
+def standard_normal_twin(cfg: SimConfig, **changes: Any) -> SimConfig:
+    """The N(0, I) floor of a cell (docs/model.md §10.4): its config with latent =
+    matched_gaussian and standardize = whiten (c = z; the same F, student and teacher, aligned
+    included), in canonical form, then ``changes``."""
+    return canonical(cfg.replace(latent="matched_gaussian", standardize="whiten", **changes))
+
+
+def matched_twin(cfg: SimConfig, **changes: Any) -> SimConfig:
+    """The matched-Gaussian twin of a cell (docs/model.md §10.2, §10.4), in canonical form."""
+    return canonical(cfg.replace(latent="matched_gaussian", **changes))

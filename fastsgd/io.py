@@ -44,7 +44,8 @@ class OutputExistsError(FileExistsError):
 
 #: Fields named in a default output name only where they differ from their default.
 _EXTRA_FIELDS = ("precision", "input_model", "weights", "sigma", "sample_seed",
-                 "first_seed_index", "train_second_layer")
+                 "first_seed_index", "train_second_layer", "means", "latent", "teacher",
+                 "moment_samples")
 
 
 def _name_parts(cfg: SimConfig) -> list[str]:
@@ -162,6 +163,9 @@ def dataset_shapes(cfg: SimConfig, n_t: int) -> dict[str, tuple[tuple[int, ...],
         "empirical/Q": ((S, n_t, K, K), f8), "empirical/R": ((S, n_t, K, M), f8),
         "empirical/T": ((S, n_t, M, M), f8), "empirical/lambda_mean": ((S, n_t, K), f8),
         "empirical/nu_mean": ((S, M), f8),
+        "empirical/lambda_skewness": ((S, n_t, K), f8),
+        "empirical/lambda_kurtosis": ((S, n_t, K), f8),
+        "empirical/nu_skewness": ((S, M), f8), "empirical/nu_kurtosis": ((S, M), f8),
         "n_records": ((S,), i8), "diverged_step": ((S,), i8), "status": ((S,), STATUS_DTYPE),
         "mixture/means": ((S, m, D), f8), "mixture/weights": ((S, m), f8),
         "final/w": ((S, K, N), f8), "final/v": ((S, K), f8),
@@ -177,8 +181,13 @@ def dataset_shapes(cfg: SimConfig, n_t: int) -> dict[str, tuple[tuple[int, ...],
 RECORD_DATASETS = {
     "Q": "Q", "R": "R", "v": "v", "W": "W", "Sigma": "Sigma", "eg": "eg", "eg_mc": "eg_mc",
     "empirical/Q": "emp_Q", "empirical/R": "emp_R", "empirical/T": "emp_T",
-    "empirical/lambda_mean": "lambda_mean",
+    "empirical/lambda_mean": "lambda_mean", "empirical/lambda_skewness": "lambda_skewness",
+    "empirical/lambda_kurtosis": "lambda_kurtosis",
 }
+
+#: Datasets added after format_version 1 was fixed: a file made before them loads with NaN.
+LATER_DATASETS = ("empirical/lambda_skewness", "empirical/lambda_kurtosis",
+                  "empirical/nu_skewness", "empirical/nu_kurtosis")
 
 
 class RunWriter:
@@ -293,6 +302,13 @@ class Run:
             v=self.initial["v"][i], A=self.initial["A"][i], omega=self.initial["omega"][i])
 
 
+def _read(fh: h5py.File, name: str, shape: tuple) -> np.ndarray:
+    """A dataset's values; one of LATER_DATASETS missing from an older file reads as NaN."""
+    if name in LATER_DATASETS and name not in fh:
+        return np.full(shape, np.nan)
+    return fh[name][...]
+
+
 def load(path: str | os.PathLike) -> Run:
     """Load a fastsgd run file eagerly into a :class:`Run`.
 
@@ -318,7 +334,8 @@ def load(path: str | os.PathLike) -> Run:
                                f"(this fastsgd reads {FORMAT_VERSION})")
         try:
             config = SimConfig.from_json(attrs["config"])
-            data = {name: fh[name][...] for name in dataset_shapes(config, 0)}
+            data = {name: _read(fh, name, shape)
+                    for name, (shape, _) in dataset_shapes(config, len(fh["t"])).items()}
         except (KeyError, OSError, ValueError, ConfigError, json.JSONDecodeError) as exc:
             raise RunFileError(f"{path}: damaged or truncated fastsgd run file ({exc})") from None
     return Run(

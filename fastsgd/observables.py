@@ -76,9 +76,22 @@ def centred_covariance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a - a.mean(axis=0)).T @ (b - b.mean(axis=0)) / a.shape[0]
 
 
+def field_shape(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Skewness m₃/m₂^{3/2} and excess kurtosis m₄/m₂² − 3 of each column of a (P × n), with
+    central moments m_j = (1/P) Σ_μ (a^μ − ā)^j (docs/model.md §10.4, field statistics)."""
+    d = a - a.mean(axis=0)
+    m2 = np.mean(d * d, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        skew = np.mean(d ** 3, axis=0) / m2 ** 1.5
+        kurt = np.mean(d ** 4, axis=0) / (m2 * m2) - 3.0
+    constant = ~(m2 > 0)
+    return np.where(constant, np.nan, skew), np.where(constant, np.nan, kurt)
+
+
 @kernel(reassociate=True)
-def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean):
-    # One pass for the means and ε_g, one for the centred covariances; returns eg_mc.
+def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean, lam_shape):
+    # One pass for the means and ε_g, one for the centred covariances and the third and fourth
+    # central moments of λ (lam_shape: skewness, excess kurtosis); returns eg_mc.
     P, K = lam.shape
     M = nu.shape[1]
     nu_mean = np.zeros(M)
@@ -95,6 +108,8 @@ def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean):
     nu_mean /= P
     Q[:, :] = 0.0
     R[:, :] = 0.0
+    third = np.zeros(K)
+    fourth = np.zeros(K)
     for p in range(P):
         for k in range(K):
             dk = lam[p, k] - lam_mean[k]
@@ -102,8 +117,19 @@ def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean):
                 Q[k, l] += dk * (lam[p, l] - lam_mean[l])
             for n in range(M):
                 R[k, n] += dk * (nu[p, n] - nu_mean[n])
+            d2 = dk * dk
+            third[k] += d2 * dk
+            fourth[k] += d2 * d2
     Q /= P
     R /= P
+    for k in range(K):
+        m2 = Q[k, k]
+        if m2 > 0.0:
+            lam_shape[0, k] = third[k] / P / m2 ** 1.5
+            lam_shape[1, k] = fourth[k] / P / (m2 * m2) - 3.0
+        else:  # a constant (or non-finite) field has no shape
+            lam_shape[0, k] = np.nan
+            lam_shape[1, k] = np.nan
     return 0.5 * sq / P
 
 
@@ -112,14 +138,17 @@ def test_set_statistics(lam: np.ndarray, nu: np.ndarray, y: np.ndarray, v: np.nd
     """ε_g by Monte Carlo and the student's empirical field statistics (docs/model.md §4.2–4.3).
 
     eg_mc = (1/2P) Σ_μ (ŷ^μ − y^μ)² with the noiseless labels y; Q, R the centred covariances
-    of (λ, λ) and (λ, ν); lambda_mean the mean of λ. (The teacher is frozen: the (ν, ν)
-    covariance is computed once, with :func:`centred_covariance`.)
+    of (λ, λ) and (λ, ν); lambda_mean the mean of λ; lambda_skewness and lambda_kurtosis (excess)
+    of each λ_k as in :func:`field_shape`. (The teacher is frozen: the statistics of ν are
+    computed once.)
     """
     K, M = lam.shape[1], nu.shape[1]
     Q, R, lam_mean = np.empty((K, K)), np.empty((K, M)), np.empty(K)
+    shape = np.empty((2, K))
     yhat = network_output(lam, v, g_code, np.empty(lam.shape[0]))
-    eg_mc = _student_statistics(lam, nu, yhat, y, Q, R, lam_mean)
-    return {"eg_mc": eg_mc, "Q": Q, "R": R, "lambda_mean": lam_mean}
+    eg_mc = _student_statistics(lam, nu, yhat, y, Q, R, lam_mean, shape)
+    return {"eg_mc": eg_mc, "Q": Q, "R": R, "lambda_mean": lam_mean,
+            "lambda_skewness": shape[0], "lambda_kurtosis": shape[1]}
 
 
 def spectral_initial_state(features: np.ndarray, w: np.ndarray, teacher: np.ndarray,

@@ -16,10 +16,12 @@ import numpy as np
 from analysis.activations import (ACTIVATION_CODES, FOLD_CODES, activation_array, fold_array,
                                   folding_coefficients)
 from analysis.ode import HmmInitialState
-from fastsgd.config import SimConfig
+from fastsgd.config import ConfigError, SimConfig
 from fastsgd.observables import centred_covariance, spectral_initial_state
-from fastsgd.sampling import (STANDARDIZE_CODES, Mixture, draw_mixture, fill_standard_normal,
-                              mixture_moments, sample_mixture_latent)
+from fastsgd.matched import MatchedLaw, matched_law
+from fastsgd.matched import Stopped as MomentsStopped
+from fastsgd.sampling import (LatentLaw, Mixture, aligned_direction, draw_mixture,
+                              fill_standard_normal, latent_law, mixture_moments, sample_latent)
 from fastsgd.streams import SeedStreams
 
 #: Test samples made per GEMM while the test set is built (a stop request is checked between).
@@ -44,9 +46,16 @@ class SeedDraws:
 
 @dataclass
 class SeedProblem(SeedDraws):
-    """Everything fixed for one seed index: its draws, the GEMM operand and the test set."""
+    """Everything fixed for one seed index: its draws, the GEMM operand and the test set.
 
-    generator: np.ndarray         # [F/√D | W̃ᵀ/√D] (D, N + M)
+    A block of latents C gives U = C·generator (+ offset): the pre-folding inputs and the teacher
+    fields. For a matched-Gaussian latent (§10.2) C holds the normals z, generator = L·[F/√D |
+    W̃ᵀ/√D] and offset = m_cᵀ[F/√D | W̃ᵀ/√D], so that U is the one of c = m_c + L z."""
+
+    generator: np.ndarray         # [F/√D | W̃ᵀ/√D] (D, N + M), times L for a matched latent
+    offset: np.ndarray | None     # (N + M,) for a matched latent with m_c ≠ 0, else None
+    law: LatentLaw
+    matched: MatchedLaw | None
     test_inputs: np.ndarray       # (P, N) int8 (sign) or float64
     test_nu: np.ndarray           # (P, M)
     test_y: np.ndarray            # (P,) noiseless labels
@@ -58,11 +67,18 @@ def exact_int8_test_inputs(cfg: SimConfig) -> bool:
     return cfg.f == "sign" and cfg.input_model == "hmm"
 
 
-def latent_kernel_args(mixture: Mixture, standardize: str) -> tuple:
-    """Arguments of :func:`sample_mixture_latent` after the two Generators and the output."""
-    return (mixture.means, mixture.cumulative_weights, mixture.block_size,
-            STANDARDIZE_CODES[standardize], mixture.mean, 1.0 / mixture.std,
-            mixture.whiten_vectors, mixture.whiten_shifts)
+def seed_latent_law(cfg: SimConfig, mixture: Mixture) -> LatentLaw:
+    """The sampler's description of a seed's latent law under ``cfg``."""
+    return latent_law(mixture, cfg.standardize, cfg.latent == "matched_gaussian")
+
+
+def latents_to_fields(latent: np.ndarray, generator: np.ndarray, offset: np.ndarray | None,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """U = C·generator (+ offset): pre-folding inputs and teacher fields of a block of latents."""
+    U = np.dot(latent, generator, out=out)
+    if offset is not None:
+        U += offset
+    return U
 
 
 def make_inputs(cfg: SimConfig, U: np.ndarray, xi: np.ndarray | None) -> np.ndarray:
@@ -78,11 +94,36 @@ def _draw(cfg: SimConfig, streams: SeedStreams) -> SeedDraws:
     """F, W̃, A = 1, the mixture, w(0) and v(0) from streams (s,0) … (s,3) (docs/model.md §3.3)."""
     features = streams.features.standard_normal((cfg.N, cfg.D))
     teacher = streams.teacher.standard_normal((cfg.M, cfg.D))
-    means, weights = draw_mixture(streams.mixture, cfg.m, cfg.alpha, cfg.D, cfg.weights)
+    means, weights = draw_mixture(streams.mixture, cfg.m, cfg.alpha, cfg.D, cfg.weights,
+                                  cfg.means)
+    mixture = mixture_moments(means, weights, cfg.block_size)
+    if cfg.teacher == "aligned":   # row 0 along the top eigenvector of Σ_c − I (§10.3)
+        try:
+            teacher[0] = math.sqrt(cfg.D) * aligned_direction(mixture)
+        except ValueError as exc:
+            raise ConfigError("teacher", "random for this mixture", "aligned",
+                              message=f"teacher = aligned: {exc}") from None
     w = streams.student.standard_normal((cfg.K, cfg.N))
     v = streams.student.standard_normal(cfg.K) if cfg.train_second_layer else np.ones(cfg.K)
-    return SeedDraws(features, teacher, np.ones(cfg.M), mixture_moments(means, weights,
-                                                                      cfg.block_size), w, v)
+    return SeedDraws(features, teacher, np.ones(cfg.M), mixture, w, v)
+
+
+def _operand(cfg: SimConfig, draws: SeedDraws, streams: SeedStreams,
+             stop: threading.Event | None) -> tuple[np.ndarray, np.ndarray | None,
+                                                    MatchedLaw | None]:
+    """The GEMM operand [F/√D | W̃ᵀ/√D], its offset and the matched law (docs/model.md §10.2)."""
+    base = np.concatenate([draws.features.T, draws.teacher.T], axis=1) / math.sqrt(cfg.D)
+    if cfg.latent != "matched_gaussian":
+        return base, None, None
+    try:
+        law = matched_law(draws.mixture, cfg.standardize, cfg.matched_method,
+                          rng=streams.matched_moments, samples=cfg.moment_samples, stop=stop)
+    except MomentsStopped:
+        raise Stopped from None
+    if law.is_standard:   # c = z: bitwise the Gaussian latent's fields
+        return base, None, law
+    offset = law.mean @ base if law.mean.any() else None
+    return law.apply(base), offset, law
 
 
 def build_problem(cfg: SimConfig, streams: SeedStreams,
@@ -94,8 +135,8 @@ def build_problem(cfg: SimConfig, streams: SeedStreams,
     during a long setup is honoured within a fraction of a second."""
     N, M, P = cfg.N, cfg.M, cfg.test_size
     draws = _draw(cfg, streams)
-    generator = np.concatenate([draws.features.T, draws.teacher.T], axis=1) / math.sqrt(cfg.D)
-    latent_args = latent_kernel_args(draws.mixture, cfg.standardize)
+    generator, offset, matched = _operand(cfg, draws, streams, stop)
+    law = seed_latent_law(cfg, draws.mixture)
     latent = np.empty((min(P, TEST_CHUNK), cfg.D))
     equivalent = cfg.input_model == "equivalent_gaussian"
     xi = np.empty((latent.shape[0], N) if equivalent else (0, 0))
@@ -106,15 +147,15 @@ def build_problem(cfg: SimConfig, streams: SeedStreams,
             raise Stopped
         end = min(start + TEST_CHUNK, P)
         chunk = latent[:end - start]   # drawn sample by sample: the same stream as in one call
-        sample_mixture_latent(streams.test_latent, streams.test_labels, chunk, *latent_args)
+        sample_latent(streams.test_latent, streams.test_labels, chunk, law)
         if equivalent:
             fill_standard_normal(streams.test_xi, xi[:end - start])
-        U = chunk @ generator
+        U = latents_to_fields(chunk, generator, offset)
         test_inputs[start:end] = make_inputs(cfg, U, xi[:end - start] if equivalent else None)
         test_nu[start:end] = U[:, N:]
     test_y = activation_array(test_nu, ACTIVATION_CODES[cfg.g], np.empty_like(test_nu)) @ draws.A
     return SeedProblem(draws.features, draws.teacher, draws.A, draws.mixture, draws.w, draws.v,
-                       generator, test_inputs, test_nu, test_y,
+                       generator, offset, law, matched, test_inputs, test_nu, test_y,
                        centred_covariance(test_nu, test_nu))
 
 

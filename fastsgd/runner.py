@@ -17,11 +17,11 @@ from analysis.activations import ACTIVATION_CODES, folding_coefficients
 from analysis.integrals import generalisation_error
 from fastsgd import io
 from fastsgd.config import SimConfig
-from fastsgd.observables import (order_parameters, student_fields, teacher_overlap,
+from fastsgd.observables import (field_shape, order_parameters, student_fields, teacher_overlap,
                                  test_set_statistics)
-from fastsgd.problem import (SeedProblem, Stopped, build_problem, latent_kernel_args,
+from fastsgd.problem import (SeedProblem, Stopped, build_problem, latents_to_fields,
                              problem_initial_state)
-from fastsgd.sampling import fill_standard_normal, sample_mixture_latent
+from fastsgd.sampling import fill_standard_normal, sample_latent
 from fastsgd.sgd import (SgdBuffers, all_finite, sgd_buffers, sgd_parameters, sgd_steps)
 from fastsgd.streams import SeedStreams
 
@@ -44,7 +44,9 @@ def take_record(cfg: SimConfig, problem: SeedProblem, w: np.ndarray, v: np.ndarr
                                 ACTIVATION_CODES[cfg.g])
     return {"Q": ops["Q"], "R": ops["R"], "W": ops["W"], "Sigma": ops["Sigma"], "v": v,
             "eg": eg, "eg_mc": stats["eg_mc"], "emp_Q": stats["Q"], "emp_R": stats["R"],
-            "emp_T": problem.test_T, "lambda_mean": stats["lambda_mean"]}
+            "emp_T": problem.test_T, "lambda_mean": stats["lambda_mean"],
+            "lambda_skewness": stats["lambda_skewness"],
+            "lambda_kurtosis": stats["lambda_kurtosis"]}
 
 
 @dataclass
@@ -93,8 +95,11 @@ class SeedRunner:
         state = problem_initial_state(problem)
         values = {f"initial_state/{name}": getattr(state, name)
                   for name in ("rhos", "r", "sigma", "omega", "W", "T", "T_tilde", "v", "A")}
+        nu_skewness, nu_kurtosis = field_shape(problem.test_nu)
         values.update({"T": state.T, "A": problem.A,
                        "empirical/nu_mean": problem.test_nu.mean(axis=0),
+                       "empirical/nu_skewness": nu_skewness,
+                       "empirical/nu_kurtosis": nu_kurtosis,
                        "mixture/means": problem.mixture.means,
                        "mixture/weights": problem.mixture.weights})
         self.writer.write(self.i, values)
@@ -107,12 +112,11 @@ class SeedRunner:
                       sgd=sgd_buffers(GEN_BLOCK, cfg.N, cfg.K,
                                       cfg.input_model == "equivalent_gaussian"))
 
-    def _generate(self, block: _Block, generator: np.ndarray, latent_args: tuple,
+    def _generate(self, block: _Block, problem: SeedProblem, operand: tuple,
                   streams: SeedStreams) -> None:
-        """Fill the block: latents, U = C·[F/√D | W̃ᵀ/√D], ξ and the label noise."""
-        sample_mixture_latent(streams.train_latent, streams.train_labels, block.latent,
-                              *latent_args)
-        np.dot(block.latent, generator, out=block.U)
+        """Fill the block: latents, U = C·[F/√D | W̃ᵀ/√D] (+ offset), ξ and the label noise."""
+        sample_latent(streams.train_latent, streams.train_labels, block.latent, problem.law)
+        latents_to_fields(block.latent, *operand, out=block.U)
         if self.cfg.input_model == "equivalent_gaussian":
             fill_standard_normal(streams.train_xi, block.sgd.xi)
         if self.cfg.sigma > 0:
@@ -129,19 +133,19 @@ class SeedRunner:
         divergence or None). Stops at a block boundary when the stop flag is set."""
         cfg = self.cfg
         w, v = problem.w.copy(), problem.v.copy()
-        generator = (problem.generator if cfg.precision == "f64"
-                     else problem.generator.astype(np.float32))
+        operand = (problem.generator, problem.offset)
+        if cfg.precision == "mixed":
+            operand = tuple(None if a is None else a.astype(np.float32) for a in operand)
         block = self._new_block()
         params = sgd_parameters(problem.A, f=cfg.f, g=cfg.g, lr=cfg.lr,
                                 train_second_layer=cfg.train_second_layer,
                                 input_model=cfg.input_model)
-        latent_args = latent_kernel_args(problem.mixture, cfg.standardize)
         records = _RecordCursor(self, problem, w, v)
         step = 0
         while step < cfg.steps:
             if self.stop.is_set():
                 return self._finish(w, v, "interrupted")
-            self._generate(block, generator, latent_args, streams)
+            self._generate(block, problem, operand, streams)
             block_start, block_stop = step, min(step + GEN_BLOCK, cfg.steps)
             while step < block_stop:
                 stop_at = records.next_stop(block_stop)

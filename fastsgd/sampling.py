@@ -1,19 +1,28 @@
-"""Latent sampling: Gaussian mixtures, block labels and standardization (docs/model.md §2.1–2.2).
+"""Latent sampling: Gaussian mixtures, block labels and standardization (docs/model.md §2.1–2.2,
+§10.1–10.3).
 
-The Python functions here compute the per-seed mixture constants (means, weights, exact moments,
-whitening factors); the kernel :func:`sample_mixture_latent` draws a block of latents from the
-seed's own Generators and standardizes them (:func:`standardize_latent`), O(D·m) per sample.
+The Python functions here compute the per-seed mixture constants (means, vector or scalar,
+weights, exact moments, whitening factors, the aligned teacher's direction); the kernel
+:func:`sample_latent` draws a block of latents from the seed's own Generators and standardizes
+them (:func:`standardize_latent`), O(D·m) per sample. A matched-Gaussian latent (§10.2) is drawn
+here as its normals z only: its factor L and mean enter through the GEMM operand
+(fastsgd/matched.py, fastsgd/problem.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from analysis.jit import kernel
 from fastsgd.core import dot
 
 WEIGHT_SCHEMES = ("uniform", "dirichlet")
+MEAN_GEOMETRIES = ("vector", "scalar")
+TEACHERS = ("random", "aligned")
+#: Relative tolerance under which singular values or entries count as tied (§10.3).
+TIE_TOLERANCE = 1e-12
 STANDARDIZATIONS = ("none", "sample", "population", "whiten")
 #: The kernels' runtime codes of the standardizations (one compiled kernel serves all).
 STANDARDIZE_CODES = {name: code for code, name in enumerate(STANDARDIZATIONS)}
@@ -34,7 +43,7 @@ class Mixture:
     std : (D,) exact coordinate standard deviation s_r = √(1 + Σ_i p_i (μ_{i,r} − μ̄_r)²).
     whiten_vectors : (D/B, m, B) left singular vectors of V_b, U_bᵀ per block (zero rows past
         the rank); stored transposed so that the kernel reads them contiguously.
-    whiten_shifts : (D/B, m) (1 + s_b²)^{−1/2} − 1 for the singular values s_b of V_b.
+    singular_values : (D/B, m) singular values s_b of V_b, descending (zeros past the rank).
     """
 
     means: np.ndarray
@@ -43,11 +52,21 @@ class Mixture:
     mean: np.ndarray
     std: np.ndarray
     whiten_vectors: np.ndarray
-    whiten_shifts: np.ndarray
+    singular_values: np.ndarray
 
     @property
     def cumulative_weights(self) -> np.ndarray:
         return np.cumsum(self.weights)
+
+    @property
+    def whiten_shifts(self) -> np.ndarray:
+        """(1 + s_b²)^{−1/2} − 1 per block and singular value: Σ_b^{−1/2} − I_B on U_b."""
+        return 1.0 / np.sqrt(1.0 + self.singular_values ** 2) - 1.0
+
+    @property
+    def root_shifts(self) -> np.ndarray:
+        """(1 + s_b²)^{1/2} − 1 per block and singular value: Σ_b^{1/2} − I_B on U_b."""
+        return np.sqrt(1.0 + self.singular_values ** 2) - 1.0
 
     def covariance(self) -> np.ndarray:
         """Exact covariance Σ_c = blockdiag(I_B + V_b V_bᵀ) (D × D)."""
@@ -61,13 +80,20 @@ class Mixture:
 
 
 def draw_mixture(rng: np.random.Generator, m: int, alpha: float, D: int,
-                 weights: str | tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Means and weights from the mixture stream (s,2), in the order of docs/model.md §3.3.
+                 weights: str | tuple[float, ...], means: str = "vector"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Means and weights from the mixture stream (s,2), in the order of docs/model.md §3.3, §10.1.
 
-    μ = uniform(−α, α, (m, D)); then p = dirichlet(ones(m)) if weights = "dirichlet", otherwise
-    p_i = 1/m (uniform) or the explicit weights normalised by their sum.
+    vector: μ = uniform(−α, α, (m, D)); scalar: a = uniform(−α, α, m), μ_i = a_i·1_D. Then
+    p = dirichlet(ones(m)) if weights = "dirichlet", otherwise p_i = 1/m (uniform) or the
+    explicit weights normalised by their sum.
     """
-    means = rng.uniform(-alpha, alpha, (m, D))
+    if means == "scalar":
+        means = np.repeat(rng.uniform(-alpha, alpha, m)[:, None], D, axis=1)
+    elif means == "vector":
+        means = rng.uniform(-alpha, alpha, (m, D))
+    else:
+        raise ValueError(f"means must be one of {', '.join(MEAN_GEOMETRIES)}, got {means!r}")
     if isinstance(weights, str) and weights == "dirichlet":
         p = rng.dirichlet(np.ones(m))
     elif isinstance(weights, str) and weights == "uniform":
@@ -96,16 +122,67 @@ def mixture_moments(means: np.ndarray, weights: np.ndarray, block_size: int) -> 
     std = np.sqrt(1.0 + weights @ (means - mean) ** 2)
     n_blocks = D // B
     vectors = np.zeros((n_blocks, m, B))
-    shifts = np.zeros((n_blocks, m))
+    values = np.zeros((n_blocks, m))
     if m > 1:
         for b in range(n_blocks):
             U, s, _ = np.linalg.svd(block_factor(means[:, b * B:(b + 1) * B], weights),
                                     full_matrices=False)
             rank = s.shape[0]
             vectors[b, :rank, :] = U.T
-            shifts[b, :rank] = 1.0 / np.sqrt(1.0 + s * s) - 1.0
+            values[b, :rank] = s
     return Mixture(means=means, weights=weights, block_size=B, mean=mean, std=std,
-                   whiten_vectors=vectors, whiten_shifts=shifts)
+                   whiten_vectors=vectors, singular_values=values)
+
+
+def first_tied(values: np.ndarray) -> int:
+    """The lowest index whose value is within TIE_TOLERANCE (relative) of the largest."""
+    top = values.max()
+    return int(np.flatnonzero(values >= top - TIE_TOLERANCE * abs(top))[0])
+
+
+def aligned_direction(mixture: Mixture) -> np.ndarray:
+    """The unit top eigenvector u of Σ_c − I (docs/model.md §10.3), from the per-block SVD of V_b:
+    the block with the largest singular value (lowest block index on ties), signed so that its
+    entry of largest magnitude (lowest index on ties) is positive.
+
+    Raises ValueError where Σ_c − I = 0 (every component mean equal, or one component weighted)."""
+    top = mixture.singular_values[:, 0]
+    if not top.max() > 0.0:
+        raise ValueError("the mixture's between-label covariance Σ_c − I is 0: no direction to "
+                         "align the teacher with")
+    b = first_tied(top)
+    B = mixture.block_size
+    u = np.zeros(mixture.means.shape[1])
+    u[b * B:(b + 1) * B] = mixture.whiten_vectors[b, 0]
+    if u[first_tied(np.abs(u))] < 0:
+        u = -u
+    return u
+
+
+class LatentLaw(NamedTuple):
+    """What :func:`sample_latent` needs besides its Generators and output; built by
+    :func:`latent_law` only."""
+
+    matched: bool                  # a matched-Gaussian latent: draw z only (§10.2)
+    means: np.ndarray              # (m, D)
+    cumulative_weights: np.ndarray  # (m,)
+    block_size: int
+    std_code: int
+    mean: np.ndarray               # (D,) μ̄
+    inv_std: np.ndarray            # (D,) 1/s_r
+    whiten_vectors: np.ndarray     # (D/B, m, B)
+    whiten_shifts: np.ndarray      # (D/B, m)
+
+
+def latent_law(mixture: Mixture, standardize: str, matched: bool = False) -> LatentLaw:
+    """The kernel's description of a seed's latent law: the mixture and its standardization, or
+    (``matched``) the matched Gaussian's normals."""
+    return LatentLaw(matched=bool(matched), means=mixture.means,
+                     cumulative_weights=mixture.cumulative_weights,
+                     block_size=mixture.block_size, std_code=STANDARDIZE_CODES[standardize],
+                     mean=mixture.mean, inv_std=1.0 / mixture.std,
+                     whiten_vectors=mixture.whiten_vectors,
+                     whiten_shifts=mixture.whiten_shifts)
 
 
 # Reassociation vectorises the whitening projections (analysis/jit.py).
@@ -152,16 +229,23 @@ def standardize_latent(c, code, mean, inv_std, whiten_vectors, whiten_shifts, sc
 
 
 @kernel(reassociate=True)
-def sample_mixture_latent(rng_latent, rng_labels, out, means, cumulative_weights, block_size,
-                          std_code, mean, inv_std, whiten_vectors, whiten_shifts):
+def sample_latent(rng_latent, rng_labels, out, law):
     """Fill ``out`` (n, D) with n latents, drawn and standardized sample by sample.
 
-    Per sample: z = standard_normal(D) from the latent stream; if m > 1, one label per block,
+    Per sample: z = standard_normal(D) from the latent stream. A matched-Gaussian law (§10.2)
+    stops there (c = m_c + L z is formed by the GEMM). A mixture: if m > 1, one label per block,
     J_b = min(searchsorted(cumsum(p), u_b, side="right"), m − 1) with u_b = random() from the
     label stream; c_r = μ_{J_b, r} + z_r; then standardization (docs/model.md §2.1–2.2).
     ``out`` may be float32 (mixed precision): the latent is built in float64 and rounded once.
+    ``law`` is a :class:`LatentLaw`.
     """
     n, D = out.shape
+    if law.matched:
+        for s in range(n):
+            for r in range(D):
+                out[s, r] = rng_latent.standard_normal()
+        return
+    means, cumulative_weights, block_size = law.means, law.cumulative_weights, law.block_size
     m = means.shape[0]
     n_blocks = D // block_size
     c = np.empty(D)
@@ -181,9 +265,9 @@ def sample_mixture_latent(rng_latent, rng_labels, out, means, cumulative_weights
         else:
             for r in range(D):
                 c[r] += means[0, r]
-        if std_code != STD_NONE:
-            standardize_latent(c, std_code, mean, inv_std, whiten_vectors, whiten_shifts,
-                               scratch)
+        if law.std_code != STD_NONE:
+            standardize_latent(c, law.std_code, law.mean, law.inv_std, law.whiten_vectors,
+                               law.whiten_shifts, scratch)
         for r in range(D):
             out[s, r] = c[r]
 

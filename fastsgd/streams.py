@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FEATURES, TEACHER, MIXTURE, STUDENT, TRAIN, TEST = range(6)
+FEATURES, TEACHER, MIXTURE, STUDENT, TRAIN, TEST, MOMENTS = range(7)
 LATENT, LABELS, NOISE, XI = range(4)
+MATCHED_LAW, INPUT_MOMENTS = range(2)   # children of (s,6): docs/model.md §10
 
 
 def stream(entropy: int, *key: int) -> np.random.Generator:
@@ -35,6 +36,7 @@ class SeedStreams:
     test_latent: np.random.Generator
     test_labels: np.random.Generator
     test_xi: np.random.Generator
+    matched_moments: np.random.Generator   # (s,6,0), entropy ``seed`` (§10.2)
 
     @classmethod
     def for_seed(cls, seed: int, sample_entropy: int, s: int) -> "SeedStreams":
@@ -50,4 +52,5 @@ class SeedStreams:
             test_latent=stream(sample_entropy, s, TEST, 0),
             test_labels=stream(sample_entropy, s, TEST, 1),
             test_xi=stream(sample_entropy, s, TEST, 2),
+            matched_moments=stream(seed, s, MOMENTS, MATCHED_LAW),
         )

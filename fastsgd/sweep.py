@@ -1,6 +1,7 @@
 """Parameter sweeps on Dask: GRID.toml → one run file per cell, its ODE, its floor and
-reference runs, the deviations and the universality verdict in DIR/summary.csv (docs/model.md §6,
-§8.1 `fastsgd sweep`).
+reference runs (and, on request, its matched-Gaussian floor and reference), the deviations, the
+universality verdicts and the three-way class in DIR/summary.csv (docs/model.md §6, §8.1
+`fastsgd sweep`, §8.5, §10.4).
 
 Every task is a pure function of its configuration that writes its own files (under a temporary
 name, renamed when complete), so a rerun skips finished work and a dead worker loses one task.
@@ -15,17 +16,22 @@ import json
 import math
 import os
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from analysis.deviation import Aggregate, aggregate, holm
+from analysis.deviation import Aggregate, aggregate, holm, universality_class
 from analysis.ode import METHODS
-from fastsgd.config import DEFAULTS, ConfigError, SimConfig, gaussian_latent
+from fastsgd.config import (DEFAULTS, ConfigError, SimConfig, canonical, matched_twin,
+                            standard_normal_twin)
 from fastsgd.theory import DEFAULT_DT, DEFAULT_METHOD, Comparison
 
 ODE_DEFAULTS = {"dt": DEFAULT_DT, "method": DEFAULT_METHOD}
+COMPARE_DEFAULTS = {"matched": False}
+#: Fields every summary row carries (from [base] when the grid does not vary them).
+MAP_FIELDS = ("m", "alpha", "standardize", "block_size", "means", "teacher")
 #: The quantities whose per-seed ODE deviations a run's sidecar keeps.
 SIDECAR_QUANTITIES = ("eg_mc", "eg", "Q", "R", "v")
 #: Entropy offset of a cell's reference run: sample_seed = the cell's data entropy + 1 (§6).
@@ -41,9 +47,12 @@ class GridError(ConfigError):
 
 @dataclass(frozen=True)
 class Job:
-    """One simulation of the sweep: a cell, a floor or a reference run."""
+    """One simulation of the sweep: a cell, a floor or a reference run (N(0, I) or matched).
 
-    kind: str                 # "cell" | "floor" | "reference"
+    A job is its configuration in canonical form (the law it samples, docs/model.md §10.4);
+    ``kind`` is the role of the first cell that asked for it, and names its file."""
+
+    kind: str                 # "cell" | "floor" | "reference" | "matched-floor" | ...
     config: SimConfig
     name: str
 
@@ -54,14 +63,33 @@ class Job:
 @dataclass(frozen=True)
 class Cell:
     params: dict              # the grid values of this cell
+    config: SimConfig         # its configuration as given (the job holds its canonical form)
     job: Job
-    floor: Job
+    floor: Job                # N(0, I) floor and reference (§10.4)
     reference: Job
+    matched_floor: Job | None = None        # with [compare] matched = true
+    matched_reference: Job | None = None
+
+    @property
+    def jobs(self) -> tuple[Job, ...]:
+        return tuple(j for j in (self.job, self.floor, self.reference, self.matched_floor,
+                                 self.matched_reference) if j is not None)
 
 
-def _config_name(kind: str, cfg: SimConfig) -> str:
-    digest = hashlib.sha256(cfg.to_json().encode()).hexdigest()[:12]
-    return f"{kind}-{digest}"
+def _digest(cfg: SimConfig) -> str:
+    return hashlib.sha256(cfg.to_json().encode()).hexdigest()[:12]
+
+
+class _Jobs:
+    """Jobs by the law they sample: asking twice for one canonical config gives one job."""
+
+    def __init__(self) -> None:
+        self.by_digest: dict[str, Job] = {}
+
+    def get(self, kind: str, cfg: SimConfig) -> Job:
+        cfg = canonical(cfg)
+        digest = _digest(cfg)
+        return self.by_digest.setdefault(digest, Job(kind, cfg, f"{kind}-{digest}"))
 
 
 def _resolve(values: dict, where: str) -> SimConfig:
@@ -97,7 +125,8 @@ def _resolve(values: dict, where: str) -> SimConfig:
 
 def read_grid(path) -> tuple[list[Cell], dict]:
     """Parse and validate GRID.toml: [base] SimConfig fields, [grid] lists whose Cartesian
-    product gives the cells, [ode] dt and method. Every cell is validated before anything runs."""
+    product gives the cells, [ode] dt and method, [compare] matched. Every cell is validated
+    before anything runs."""
     path = Path(path)
     if not path.is_file():
         raise GridError(f"GRID: {path}: no such file")
@@ -105,12 +134,14 @@ def read_grid(path) -> tuple[list[Cell], dict]:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise GridError(f"GRID: {path}: not valid TOML ({exc})") from None
-    unknown = sorted(set(data) - {"base", "grid", "ode"})
+    unknown = sorted(set(data) - {"base", "grid", "ode", "compare"})
     if unknown:
-        raise GridError(f"GRID: {path}: unknown table(s) {unknown}; allowed: base, grid, ode")
+        raise GridError(f"GRID: {path}: unknown table(s) {unknown}; allowed: base, grid, ode, "
+                        "compare")
     base = data.get("base", {})
     grid = data.get("grid", {})
     ode = {**ODE_DEFAULTS, **data.get("ode", {})}
+    compare = _compare_table(data.get("compare", {}), path)
     if not isinstance(grid, dict) or not grid:
         raise GridError(f"GRID: {path}: [grid] must give at least one list of values")
     for key, values in grid.items():
@@ -128,18 +159,49 @@ def read_grid(path) -> tuple[list[Cell], dict]:
         raise GridError(f"GRID: {path}: [ode] method must be one of {', '.join(METHODS)}, "
                         f"got {ode['method']!r}")
     keys = list(grid)
-    cells = []
+    configs = []
     for combo in itertools.product(*(grid[k] for k in keys)):
         params = dict(zip(keys, combo))
-        where = f"GRID: {path}: cell {params}"
-        cfg = _resolve({**base, **params}, where)
-        floor = gaussian_latent(cfg)
-        reference = floor.replace(sample_seed=cfg.sample_entropy + REFERENCE_SAMPLE_OFFSET)
-        cells.append(Cell(params=params, job=Job("cell", cfg, _config_name("cell", cfg)),
-                          floor=Job("floor", floor, _config_name("floor", floor)),
-                          reference=Job("reference", reference,
-                                        _config_name("reference", reference))))
-    return cells, ode
+        configs.append((params, _resolve({**base, **params}, f"GRID: {path}: cell {params}")))
+    return _cells(configs, compare["matched"], path), ode
+
+
+def _compare_table(table, path) -> dict:
+    """[compare]: matched = true adds each cell's matched floor and reference (§10.4)."""
+    if not isinstance(table, dict):
+        raise GridError(f"GRID: {path}: [compare] must be a table")
+    bad = sorted(set(table) - set(COMPARE_DEFAULTS))
+    if bad:
+        raise GridError(f"GRID: {path}: [compare] unknown key(s) {bad}; allowed: matched")
+    compare = {**COMPARE_DEFAULTS, **table}
+    if not isinstance(compare["matched"], bool):
+        raise GridError(f"GRID: {path}: [compare] matched must be true or false, got "
+                        f"{compare['matched']!r}")
+    return compare
+
+
+def _cells(configs: list, matched: bool, path) -> list[Cell]:
+    """Cells with their jobs, claimed in the order cells, floors, references, matched floors,
+    matched references, so that a run needed in two roles is one job named by its first."""
+    jobs = _Jobs()
+    own = [jobs.get("cell", cfg) for _, cfg in configs]
+    floors = [jobs.get("floor", standard_normal_twin(cfg)) for _, cfg in configs]
+    references = [jobs.get("reference", standard_normal_twin(cfg, sample_seed=_ref_seed(cfg)))
+                  for _, cfg in configs]
+    matched_floors = matched_references = [None] * len(configs)
+    if matched:
+        try:
+            matched_floors = [jobs.get("matched-floor", matched_twin(cfg)) for _, cfg in configs]
+            matched_references = [jobs.get("matched-reference", matched_twin(
+                cfg, sample_seed=_ref_seed(cfg))) for _, cfg in configs]
+        except ConfigError as exc:
+            raise GridError(f"GRID: {path}: a cell's matched twin is invalid: {exc}") from None
+    return [Cell(params, cfg, *five) for (params, cfg), *five in zip(
+        configs, own, floors, references, matched_floors, matched_references)]
+
+
+def _ref_seed(cfg: SimConfig) -> int:
+    return cfg.sample_entropy + REFERENCE_SAMPLE_OFFSET
 
 
 def _finished(path: Path, cfg: SimConfig) -> bool:
@@ -198,13 +260,17 @@ def _table(deviations: dict | None, quantity: str) -> Aggregate | None:
     return None if deviations is None else aggregate(deviations[quantity])
 
 
-def _reference_comparison(cell: Cell, out: Path) -> Comparison:
-    """The cell and its floor against the cell's Gaussian reference run (reference mode)."""
+def _load(job: Job, out: Path):
     import fastsgd
+    return fastsgd.load(job.path(out))
+
+
+def _reference_comparison(run, out: Path, floor: Job, reference: Job) -> Comparison:
+    """The cell and a floor against a reference run, paired by seed index (reference mode):
+    the N(0, I) or the matched ones (docs/model.md §6, §10.4)."""
     from fastsgd.theory import compare_run, theory_for
-    run, floor = fastsgd.load(cell.job.path(out)), fastsgd.load(cell.floor.path(out))
-    reference = theory_for(run, reference=fastsgd.load(cell.reference.path(out)))
-    return compare_run(run, reference, floor=floor)
+    theory = theory_for(run, reference=_load(reference, out))
+    return compare_run(run, theory, floor=_load(floor, out))
 
 
 def _columns(prefix: str, agg: Aggregate | None) -> dict:
@@ -212,11 +278,34 @@ def _columns(prefix: str, agg: Aggregate | None) -> dict:
     return {f"{prefix}_mean": agg.mean, f"{prefix}_sem": agg.sem}
 
 
+def _field_shape_columns(run) -> dict:
+    """Excess kurtosis of the teacher's fields (unit 0: the aligned one, §10.3) and of the
+    student's at the last record, averaged over seeds (NaN for files made before them)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        last = run.empirical["lambda_kurtosis"][:, -1, :]
+        return {"nu0_kurtosis": float(np.nanmean(run.empirical["nu_kurtosis"][:, 0])),
+                "nu_kurtosis_max": float(np.nanmax(np.nanmean(run.empirical["nu_kurtosis"],
+                                                              axis=0))),
+                "lambda_kurtosis_end": float(np.nanmean(last))}
+
+
+def _matched_columns(run, cell: Cell, out: Path) -> dict:
+    """d against the matched reference, its floor and verdict_matched (docs/model.md §10.4)."""
+    matched = _reference_comparison(run, out, cell.matched_floor, cell.matched_reference)
+    verdict = matched.verdict
+    return {**_columns("eg_dev_matched", matched.table["eg_mc"]),
+            **_columns("floor_matched", matched.floor_table["eg_mc"]),
+            "verdict_matched": verdict.verdict, "z_matched": verdict.z,
+            "p_matched": verdict.p_one_sided}
+
+
 def _cell_row(cell: Cell, out: Path, results: dict) -> dict:
-    """The summary columns of one finished cell (docs/model.md §8.1 summary.csv)."""
+    """The summary columns of one finished cell (docs/model.md §8.1 summary.csv, §10.4)."""
     own = _sidecar_deviations(results[cell.job.name])
     floor = _sidecar_deviations(results[cell.floor.name])
-    by_reference = _reference_comparison(cell, out)
+    run = _load(cell.job, out)
+    by_reference = _reference_comparison(run, out, cell.floor, cell.reference)
     if own is not None and floor is not None:
         mode, chosen = "ode", Comparison(cell_deviations=own, floor_deviations=floor)
     else:
@@ -232,29 +321,52 @@ def _cell_row(cell: Cell, out: Path, results: dict) -> dict:
     row.update(_columns("eg_closed_dev_ode", _table(own, "eg")))
     row.update({"paired_mean": verdict.paired_mean, "paired_sem": verdict.paired_sem,
                 "paired_z": verdict.paired_z, "z": verdict.z,
-                "p_one_sided": verdict.p_one_sided, "error": ""})
+                "p_one_sided": verdict.p_one_sided,
+                "verdict_ref": by_reference.verdict.verdict,
+                "p_ref": by_reference.verdict.p_one_sided})
+    if cell.matched_floor is not None:
+        row.update(_matched_columns(run, cell, out))
+        row["universality"] = universality_class(row["verdict_ref"], row["verdict_matched"])
+    row.update(_field_shape_columns(run))
+    row["error"] = ""
     return row
 
 
+def _holm_column(rows: list[dict], verdict: str, p: str) -> None:
+    """Holm's correction over the cells with a testable ``verdict`` column (§6)."""
+    testable = [i for i, r in enumerate(rows) if r.get(verdict) in ("matches", "deviates")]
+    rejected = holm([rows[i][p] for i in testable])
+    for i, rej in zip(testable, rejected):
+        rows[i][f"{verdict}_holm"] = "deviates" if rej else "matches"
+
+
 def summarise(cells: list[Cell], out: Path, results: dict, failures: dict) -> list[dict]:
-    """One row per cell (docs/model.md §8.1 summary.csv): deviations from the ODE and from the
-    Gaussian reference run, the floor's, the verdict (ODE mode where an ODE applies, else
-    reference mode), the order-parameter deviations, the paired difference and Holm's verdict."""
+    """One row per cell (docs/model.md §8.1 summary.csv, §10.4): deviations from the ODE and
+    from the N(0, I) reference run, the floors', the verdict (ODE mode where an ODE applies,
+    else reference mode), the order-parameter deviations, the paired difference, the
+    reference-mode verdict, with [compare] matched the matched comparison and the three-way
+    class, the field statistics, and Holm's correction of each verdict column."""
     rows = []
     for cell in cells:
-        cfg = cell.job.config
+        cfg = cell.config
         row = {**cell.params, "N": cfg.N, "D": cfg.D, "seeds": cfg.seeds}
-        failed = [failures[j.name] for j in (cell.job, cell.floor, cell.reference)
-                  if j.name in failures]
+        for name in MAP_FIELDS:   # the maps' axes and panels, wherever the grid set them
+            row.setdefault(name, "D" if name == "block_size" and cfg.block_size == cfg.D
+                           else getattr(cfg, name))
+        failed = [failures[j.name] for j in cell.jobs if j.name in failures]
         if failed:
             row.update({"verdict": "failed", "error": " ".join(failed[0].split())})
         else:
             row.update(_cell_row(cell, out, results))
         rows.append(row)
-    testable = [i for i, r in enumerate(rows) if r["verdict"] in ("matches", "deviates")]
-    rejected = holm([rows[i]["p_one_sided"] for i in testable])
-    for i, rej in zip(testable, rejected):
-        rows[i]["verdict_holm"] = "deviates" if rej else "matches"
+    _holm_column(rows, "verdict", "p_one_sided")
+    _holm_column(rows, "verdict_ref", "p_ref")
+    if any(cell.matched_floor is not None for cell in cells):
+        _holm_column(rows, "verdict_matched", "p_matched")
+        for row in rows:
+            if "universality" in row:
+                row["universality_holm"] = universality_class(row.get("verdict_ref_holm", ""),
+                                                              row.get("verdict_matched_holm", ""))
     return rows
 
 
@@ -293,7 +405,7 @@ def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None =
     out.mkdir(exist_ok=True)
     jobs = {}
     for cell in cells:
-        for job in (cell.job, cell.floor, cell.reference):
+        for job in cell.jobs:
             jobs.setdefault(job.name, job)
     todo = [job for job in jobs.values() if not _finished(job.path(out), job.config)]
     results = {job.name: json.loads(job.path(out).with_suffix(".json").read_text())

@@ -96,24 +96,84 @@ def i2_matrix(C, g):
     return out
 
 
-class Latents:
-    """Mixture latents with their own moments and whitening (docs/model.md §2.1–2.2)."""
+def psd_root(S, power=0.5):
+    """S^power for a symmetric PSD matrix by eigendecomposition; eigenvalues below 1e-12 of
+    the largest count as 0 (a singular S keeps its null space exactly)."""
+    vals, vecs = np.linalg.eigh(S)
+    vals = np.where(vals > 1e-12 * vals.max(), vals, 0.0)
+    return vecs @ np.diag(vals ** power) @ vecs.T
 
-    def __init__(self, cfg, means, p):
-        self.cfg, self.means, self.p = cfg, means, p
+
+def draw_means(rng, cfg):
+    """μ (m, D): i.i.d. U[−α, α) entries (vector) or a_i·1 with a = U[−α, α)^m (scalar)."""
+    if cfg.means == "scalar":
+        return np.outer(rng.uniform(-cfg.alpha, cfg.alpha, cfg.m), np.ones(cfg.D))
+    return rng.uniform(-cfg.alpha, cfg.alpha, (cfg.m, cfg.D))
+
+
+class Latents:
+    """Mixture latents with their own moments and whitening (docs/model.md §2.1–2.2), or their
+    matched Gaussian c = m_c + S_c^{1/2} z (§10.2)."""
+
+    def __init__(self, cfg, means, p, seed_index=0):
+        self.cfg, self.means, self.p, self.seed_index = cfg, means, p, seed_index
         D, B = cfg.D, cfg.block_size
         self.mu_bar = p @ means
         self.s = np.sqrt(1 + p @ (means - self.mu_bar) ** 2)
         cov = np.eye(D)
+        self.blocks = []
         for b in range(D // B):
             sl = slice(b * B, (b + 1) * B)
             dev = means[:, sl] - self.mu_bar[sl]
             cov[sl, sl] += (dev.T * p) @ dev
-        vals, vecs = np.linalg.eigh(cov)
-        self.whitening = vecs @ np.diag(vals ** -0.5) @ vecs.T
+            self.blocks.append(cov[sl, sl] - np.eye(B))
+        self.cov = cov
+        self.whitening = psd_root(cov, -0.5)
+        if cfg.latent == "matched_gaussian":
+            self.matched_mean, self.matched_root = self.matched_factor()
+
+    def matched_factor(self):
+        """(m_c, L) of the standardized latent, as §10.2 gives them: closed forms from this
+        class's own moments where they exist (population: L = D_s⁻¹ Σ_c^{1/2}; otherwise the
+        symmetric root of S_c); for `sample` without one (quadrature, Monte Carlo) the library's
+        law (tested against Monte Carlo in test_matched.py)."""
+        cfg, D = self.cfg, self.cfg.D
+        kind = cfg.standardize
+        if kind == "none":
+            return self.mu_bar, psd_root(self.cov)
+        if kind == "population":
+            return np.zeros(D), psd_root(self.cov) / self.s[:, None]
+        if kind == "whiten":
+            return np.zeros(D), np.eye(D)
+        if cfg.matched_method == "exact":
+            return np.zeros(D), psd_root(D / (D - 1) * (np.eye(D) - np.ones((D, D)) / D))
+        from fastsgd.matched import matched_law
+        from fastsgd.sampling import mixture_moments
+        from fastsgd.streams import MATCHED_LAW, MOMENTS
+        law = matched_law(mixture_moments(self.means, self.p, cfg.block_size), kind,
+                          cfg.matched_method, rng=gen(cfg.seed, self.seed_index, MOMENTS,
+                                                      MATCHED_LAW),
+                          samples=cfg.moment_samples)
+        return law.mean, psd_root(law.covariance())
+
+    def aligned_direction(self):
+        """The unit top eigenvector of Σ_c − I (§10.3): per block by eigh, the first block with
+        the largest eigenvalue, the sign making the largest-magnitude entry positive."""
+        tops = [np.linalg.eigh(block) for block in self.blocks]
+        values = np.array([vals[-1] for vals, _ in tops])
+        b = int(np.flatnonzero(values >= values.max() * (1 - 1e-9))[0])
+        B = self.cfg.block_size
+        u = np.zeros(self.cfg.D)
+        u[b * B:(b + 1) * B] = tops[b][1][:, -1]
+        magnitude = np.abs(u)
+        if u[np.flatnonzero(magnitude >= magnitude.max() * (1 - 1e-9))[0]] < 0:
+            u = -u
+        return u
 
     def draw(self, rng_latent, rng_labels):
         cfg = self.cfg
+        if cfg.latent == "matched_gaussian":
+            return self.matched_mean + self.matched_root @ rng_latent.standard_normal(cfg.D)
         D, B, m = cfg.D, cfg.block_size, cfg.m
         z = rng_latent.standard_normal(D)
         if m > 1:
@@ -135,6 +195,13 @@ class Latents:
         return c
 
 
+def shape(a):
+    """Skewness and excess kurtosis of each column (central moments with 1/P)."""
+    d = a - a.mean(0)
+    var = (d ** 2).mean(0)
+    return (d ** 3).mean(0) / var ** 1.5, (d ** 4).mean(0) / var ** 2 - 3
+
+
 def simulate(cfg, seed_index=0, trace=False):
     """Run seed index ``seed_index`` of ``cfg``: the records, final weights and, with ``trace``,
     ŷ, λ, w and v after every step."""
@@ -145,7 +212,7 @@ def simulate(cfg, seed_index=0, trace=False):
     Wt = gen(cfg.seed, s, 1).standard_normal((M, D))
     A = np.ones(M)
     r_mix = gen(cfg.seed, s, 2)
-    means = r_mix.uniform(-cfg.alpha, cfg.alpha, (cfg.m, D))
+    means = draw_means(r_mix, cfg)
     if cfg.weights == "dirichlet":
         p = r_mix.dirichlet(np.ones(cfg.m))
     elif cfg.weights == "uniform":
@@ -155,7 +222,9 @@ def simulate(cfg, seed_index=0, trace=False):
     r_student = gen(cfg.seed, s, 3)
     w = r_student.standard_normal((K, N))
     v = r_student.standard_normal(K) if cfg.train_second_layer else np.ones(K)
-    latents = Latents(cfg, means, p)
+    latents = Latents(cfg, means, p, s)
+    if cfg.teacher == "aligned":
+        Wt[0] = math.sqrt(D) * latents.aligned_direction()
     a, b, c_f = fold_coeffs(cfg.f)
     zeta = c_f - a * a - b * b
     eq = cfg.input_model == "equivalent_gaussian"
@@ -185,10 +254,12 @@ def simulate(cfg, seed_index=0, trace=False):
         yhat = g_act(lam, cfg.g) @ v
         lc, nc = lam - lam.mean(0), nut - nut.mean(0)
         P = cfg.test_size
+        skew, kurt = shape(lam)
         return {"Q": Q, "R": R, "W": W, "Sigma": Sigma, "v": v.copy(), "eg": eg,
                 "eg_mc": 0.5 * np.mean((yhat - yt) ** 2), "empirical/Q": lc.T @ lc / P,
                 "empirical/R": lc.T @ nc / P, "empirical/T": nc.T @ nc / P,
-                "empirical/lambda_mean": lam.mean(0)}
+                "empirical/lambda_mean": lam.mean(0), "empirical/lambda_skewness": skew,
+                "empirical/lambda_kurtosis": kurt}
 
     log_points = (np.geomspace(1, cfg.steps, cfg.records - 1) if cfg.records > 2
                   else np.array([cfg.steps]))  # one point: the last step (docs/model.md §3.4)
@@ -225,8 +296,10 @@ def simulate(cfg, seed_index=0, trace=False):
             traces["w"].append(w.copy())
             traces["v"].append(v.copy())
     out = {key: np.array(value) for key, value in records.items()}
+    nu_skew, nu_kurt = shape(nut)
     out.update({"step": grid, "final/w": w, "final/v": v, "T": T, "A": A, "F": F,
-                "teacher": Wt, "means": means, "weights": p})
+                "teacher": Wt, "means": means, "weights": p, "empirical/nu_skewness": nu_skew,
+                "empirical/nu_kurtosis": nu_kurt})
     if trace:
         out.update({f"trace_{key}": np.array(value) for key, value in traces.items()})
     return out

@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastsgd
 from analysis.activations import ACTIVATIONS, FOLDS
-from fastsgd.config import (DEFAULTS, LATENT_LAW_FIELDS, MAX_REAL, PRECISIONS, ConfigError,
-                            SimConfig, gaussian_latent, parse_count)
+from fastsgd.config import (DEFAULTS, LATENT_LAW_FIELDS, MAX_REAL, OMITTED_AT_DEFAULT,
+                            PRECISIONS, ConfigError, SimConfig, canonical, gaussian_latent,
+                            matched_twin, parse_count, standard_normal_twin)
 from fastsgd.sampling import STANDARDIZATIONS, WEIGHT_SCHEMES
 from fastsgd.sgd import INPUT_MODELS
 
@@ -340,11 +341,13 @@ ALL_CHANGED = dict(N=40, D=20, K=3, M=1, m=3, alpha=1.5, block_size=4, weights=(
                    standardize="whiten", f="erf", g="relu", lr=0.1, train_second_layer=False,
                    steps=77, seeds=1, seed=9, records=5, test_size=33, precision="mixed",
                    sigma=0.2, sample_seed=4, input_model="equivalent_gaussian",
-                   first_seed_index=3, blas_threads=2)
+                   first_seed_index=3, blas_threads=2, means="scalar",
+                   latent="matched_gaussian", teacher="aligned", moment_samples=5000)
 
 
 def test_latent_law_fields_are_those_of_the_documentation():
-    assert LATENT_LAW_FIELDS == ("m", "alpha", "weights", "block_size", "standardize")
+    assert LATENT_LAW_FIELDS == ("m", "alpha", "weights", "block_size", "standardize", "means",
+                                 "latent", "moment_samples")
 
 
 @pytest.mark.parametrize("seeds, blas_threads", [(1, 2), (2, 1)])
@@ -353,6 +356,10 @@ def test_gaussian_latent_resets_exactly_the_latent_law(seeds, blas_threads):
     assert set(ALL_CHANGED) == set(DEFAULTS)
     for name in DEFAULTS:   # every field away from its default (seeds or blas_threads: one of)
         assert getattr(cfg, name) != DEFAULTS[name] or name in ("seeds", "blas_threads"), name
+    with pytest.raises(ConfigError) as info:   # an aligned teacher needs the mixture (§10.3)
+        gaussian_latent(cfg)
+    assert info.value.parameter == "teacher"
+    cfg = cfg.replace(teacher="random")
     floor = gaussian_latent(cfg)
     for name in DEFAULTS:
         if name in LATENT_LAW_FIELDS:
@@ -404,7 +411,8 @@ def test_json_form_has_sorted_keys_and_block_size_as_a_number():
     assert list(data) == [f.name for f in dataclasses.fields(SimConfig)]
     assert data["weights"] == [1.0, 3.0] and data["block_size"] == 24
     text = cfg.to_json()
-    assert text == json.dumps(data, sort_keys=True)
+    assert text == json.dumps({k: v for k, v in data.items() if k not in OMITTED_AT_DEFAULT},
+                              sort_keys=True)
     assert json.loads(text)["block_size"] == 24
     assert cfg.weights == (1.0, 3.0)
     assert SimConfig.from_dict(data) == cfg
@@ -527,3 +535,84 @@ def test_gaussian_latent_takes_further_changes_even_of_latent_fields():
     twin = gaussian_latent(cfg, standardize="population", sample_seed=5)
     assert (twin.m, twin.alpha, twin.block_size, twin.standardize) == (1, 0.0, 12, "population")
     assert twin.sample_seed == 5 and twin.D == 12
+
+
+# --------------------------------------------------------------------------------------------
+# The fields of docs/model.md §10: defaults invisible, refusals, twins by law
+# --------------------------------------------------------------------------------------------
+
+#: The JSON (hash and file name) of a config made before §10, copied from a run of that version.
+OLD_JSON = ('{"D": 500, "K": 2, "M": 2, "N": 1000, "alpha": 2.0, "blas_threads": 1, "block_size":'
+            ' 500, "f": "sign", "first_seed_index": 0, "g": "erf", "input_model": "hmm", "lr": '
+            '0.2, "m": 8, "precision": "f64", "records": 60, "sample_seed": null, "seed": 0, '
+            '"seeds": 5, "sigma": 0.0, "standardize": "sample", "steps": 100000, "test_size": '
+            '10000, "train_second_layer": true, "weights": "uniform"}')
+
+
+def test_new_fields_at_their_defaults_leave_the_json_and_the_name_unchanged():
+    from fastsgd.io import default_output_path
+    cfg = SimConfig.from_json(OLD_JSON)
+    assert cfg.to_json() == OLD_JSON
+    assert (cfg.means, cfg.latent, cfg.teacher) == ("vector", "mixture", "random")
+    name = default_output_path(cfg, Path("/nonexistent")).name
+    assert "means" not in name and "latent" not in name and "teacher" not in name
+    changed = cfg.replace(means="scalar", latent="matched_gaussian", teacher="aligned",
+                          standardize="population")
+    assert {"means", "latent", "teacher"} <= set(json.loads(changed.to_json()))
+    assert SimConfig.from_json(changed.to_json()) == changed
+    name = default_output_path(changed, Path("/nonexistent")).name
+    assert "means-scalar" in name and "latent-matched_gaussian" in name and "teacher-aligned" \
+        in name
+
+
+@pytest.mark.parametrize("values, parameter", [
+    (dict(means="matrix"), "means"),
+    (dict(latent="gaussian"), "latent"),
+    (dict(teacher="orthogonal"), "teacher"),
+    (dict(teacher="aligned"), "teacher"),                                  # m = 1
+    (dict(teacher="aligned", m=3), "teacher"),                             # alpha = 0
+    (dict(teacher="aligned", m=2, alpha=1.0, weights=(1.0, 0.0)), "teacher"),
+    (dict(teacher="aligned", m=2, alpha=1.0, means="scalar", standardize="sample"), "teacher"),
+    (dict(latent="matched_gaussian", m=2, alpha=1.0, standardize="sample", block_size=1,
+          moment_samples=100), "moment_samples"),
+    (dict(latent="matched_gaussian", m=2, alpha=1.0, standardize="sample", block_size=1,
+          D=10_000, N=100), "D"),
+    (dict(moment_samples=0), "moment_samples"),
+])
+def test_refused_latent_laws_name_their_parameter(values, parameter):
+    with pytest.raises(ConfigError) as info:
+        SimConfig(**values)
+    assert info.value.parameter == parameter
+
+
+def test_allowed_aligned_and_matched_combinations():
+    SimConfig(teacher="aligned", m=2, alpha=1.0, means="scalar", standardize="sample",
+              block_size=100)
+    SimConfig(teacher="aligned", m=2, alpha=1.0, latent="matched_gaussian", standardize="none")
+    cfg = SimConfig(latent="matched_gaussian", m=2, alpha=1.0, standardize="sample")
+    assert cfg.matched_method == "quadrature"
+
+
+def test_twins_are_canonical_by_the_law_they_sample():
+    cell = SimConfig(m=8, alpha=2.0, standardize="sample", seeds=5)
+    floor = standard_normal_twin(cell)
+    assert floor == gaussian_latent(cell)                  # the §6 floor, same hash as before
+    assert floor.to_json() == gaussian_latent(cell).to_json()
+    for other in (cell.replace(standardize="whiten"), cell.replace(m=2, block_size=1),
+                  cell.replace(standardize="population", block_size=1)):
+        assert standard_normal_twin(other) == floor
+        assert matched_twin(other.replace(standardize="whiten")) == floor
+    assert matched_twin(cell.replace(standardize="population", block_size=1)) == floor
+    assert matched_twin(cell) == cell.replace(latent="matched_gaussian")
+    assert canonical(cell) == cell
+    aligned = cell.replace(teacher="aligned", standardize="population")
+    twin = standard_normal_twin(aligned)
+    assert (twin.teacher, twin.m, twin.alpha, twin.standardize, twin.latent) == (
+        "aligned", 8, 2.0, "whiten", "matched_gaussian")
+    assert standard_normal_twin(aligned.replace(standardize="none")) == twin
+    # every exchangeable sample-standardized latent has the matched law N(0, D/(D−1)·P)
+    centring = gaussian_latent(cell, standardize="sample", latent="matched_gaussian")
+    for other in (cell.replace(means="scalar"), cell.replace(means="scalar", block_size=1, m=3),
+                  cell.replace(alpha=0.0)):
+        assert matched_twin(other) == centring
+    assert matched_twin(cell.replace(means="scalar", block_size=100)).m == 8   # Monte Carlo

@@ -213,7 +213,8 @@ def test_writer_writes_records_and_statuses_in_place(tmp_path):
     record = {"Q": np.full((K, K), 1.5), "R": np.full((K, M), 2.5), "W": np.eye(K),
               "Sigma": 2 * np.eye(K), "v": np.arange(K, dtype=float), "eg": 0.25,
               "eg_mc": 0.3, "emp_Q": np.ones((K, K)), "emp_R": np.ones((K, M)),
-              "emp_T": np.eye(M), "lambda_mean": np.zeros(K)}
+              "emp_T": np.eye(M), "lambda_mean": np.zeros(K), "lambda_skewness": np.zeros(K),
+              "lambda_kurtosis": np.zeros(K)}
     writer.write_record(1, 0, record)
     writer.write_record(1, 1, {**record, "eg_mc": 0.2})
     writer.set_status(1, "diverged", 17)
@@ -241,7 +242,8 @@ def test_load_gives_the_run(small_run):
     assert run.config == small_run.config
     assert run.seed_index.tolist() == [4, 5] and run.status == ["ok", "ok"]
     assert run.Q.shape == (2, len(run.step), 2, 2) and run.R.shape == (2, len(run.step), 2, 3)
-    assert set(run.empirical) == {"Q", "R", "T", "lambda_mean", "nu_mean"}
+    assert set(run.empirical) == {"Q", "R", "T", "lambda_mean", "nu_mean", "lambda_skewness",
+                                  "lambda_kurtosis", "nu_skewness", "nu_kurtosis"}
     assert set(run.initial) == {"rhos", "r", "sigma", "omega", "W", "T", "T_tilde", "v", "A"}
 
 
@@ -310,3 +312,18 @@ def test_load_refuses_what_is_not_a_readable_run(small_run, tmp_path):
 def test_load_accepts_a_string_path(small_run):
     assert fastsgd.load(str(small_run.path)).path == small_run.path
     assert not math.isnan(float(fastsgd.load(str(small_run.path)).eg_mc[0, 0]))
+
+
+def test_a_file_made_before_the_field_shapes_loads_with_nan(small_run, tmp_path):
+    """The field-shape datasets came after format_version 1 (docs/model.md §8.2): an older file
+    without them still loads, and still counts as finished in a sweep."""
+    from fastsgd import io
+    old = tmp_path / "old.h5"
+    shutil.copy(small_run.path, old)
+    with h5py.File(old, "a") as fh:
+        for name in io.LATER_DATASETS:
+            del fh[name]
+    run = io.load(old)
+    assert np.isnan(run.empirical["lambda_kurtosis"]).all()
+    assert run.empirical["nu_skewness"].shape == (2, small_run.config.M)
+    np.testing.assert_array_equal(run.eg_mc, small_run.eg_mc)

@@ -151,3 +151,20 @@ def test_a_stop_request_interrupts_the_test_set():
     problem = build_problem(cfg, SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, 0),
                             threading.Event())
     assert problem.test_inputs.shape == (3000, 20)
+
+
+@pytest.mark.parametrize("means", ["vector", "scalar"])
+def test_an_aligned_teacher_replaces_row_0_only(means):
+    """§10.3: W̃ is drawn from (s,1) as always, then row 0 becomes √D·u."""
+    from fastsgd.sampling import aligned_direction
+    cfg = fastsgd.SimConfig(N=40, D=20, M=3, m=3, alpha=2.0, means=means, block_size=4,
+                            teacher="aligned", test_size=50)
+    problem = build_problem(cfg, SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, 1))
+    drawn = stream(cfg.seed, 1, 1).standard_normal((cfg.M, cfg.D))
+    np.testing.assert_array_equal(problem.teacher[1:], drawn[1:])
+    np.testing.assert_array_equal(problem.teacher[0],
+                                  math.sqrt(cfg.D) * aligned_direction(problem.mixture))
+    random = build_problem(cfg.replace(teacher="random"),
+                           SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, 1))
+    np.testing.assert_array_equal(random.teacher, drawn)
+    np.testing.assert_array_equal(random.features, problem.features)

@@ -27,7 +27,7 @@ from fastsgd.runner import GEN_BLOCK, SeedRunner, take_record
 from fastsgd.streams import SeedStreams
 
 RECORD_KEYS = {"Q", "R", "W", "Sigma", "v", "eg", "eg_mc", "emp_Q", "emp_R", "emp_T",
-               "lambda_mean"}
+               "lambda_mean", "lambda_skewness", "lambda_kurtosis"}
 
 
 def centred(a, b):
@@ -76,6 +76,9 @@ def test_take_record_against_numpy(f, g):
     np.testing.assert_allclose(record["emp_R"], centred(lam, nu), rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(record["lambda_mean"], lam.mean(axis=0), rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(record["emp_T"], centred(nu, nu), rtol=1e-12, atol=1e-14)
+    skew, kurt = naive.shape(lam)
+    np.testing.assert_allclose(record["lambda_skewness"], skew, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(record["lambda_kurtosis"], kurt, rtol=1e-10, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Mixture sampler and standardization (fastsgd/sampling.py; docs/model.md §2.1, §2.2, §3.3;
 checks §7.6 and §7.7).
 
-The kernel :func:`sample_mixture_latent` is checked three ways:
+The kernel :func:`sample_latent` is checked three ways:
 
 * exactly, against a NumPy replay of the same streams (a copy of the latent stream gives the
   normals z, a copy of the label stream the uniforms u, so c = z + μ_J bit for bit);
@@ -20,10 +20,10 @@ import pytest
 from fastsgd.sampling import (
     STANDARDIZE_CODES,
     draw_mixture,
+    latent_law,
     mixture_moments,
-    sample_mixture_latent,
+    sample_latent,
 )
-from fastsgd.problem import latent_kernel_args
 from fastsgd.streams import LABELS, LATENT, MIXTURE, TRAIN, stream
 
 D = 16
@@ -53,7 +53,7 @@ def run_kernel(mix, standardize: str, n: int, s: int = 0, dtype=np.float64):
     """n latents from the kernel; also returns the two Generators after the call."""
     rng_latent, rng_labels = latent_streams(s)
     out = np.empty((n, D), dtype=dtype)
-    sample_mixture_latent(rng_latent, rng_labels, out, *latent_kernel_args(mix, standardize))
+    sample_latent(rng_latent, rng_labels, out, latent_law(mix, standardize))
     return out, rng_latent, rng_labels
 
 
@@ -388,3 +388,82 @@ def test_common_random_numbers(m, alpha, weights, B, standardize):
     else:
         np.testing.assert_allclose(out, (c - mix.mean) @ inverse_sqrt(mix.covariance()),
                                    rtol=0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. scalar means (§10.1) and the aligned teacher's direction (§10.3)
+
+
+@pytest.mark.parametrize("weights", ["uniform", "dirichlet"])
+def test_scalar_means_draw_m_values_then_the_weights(weights):
+    m, alpha = 4, 2.0
+    means, p = draw_mixture(stream(SEED, 0, MIXTURE), m, alpha, D, weights, "scalar")
+    rng = stream(SEED, 0, MIXTURE)
+    a = rng.uniform(-alpha, alpha, m)
+    np.testing.assert_array_equal(means, np.repeat(a[:, None], D, axis=1))
+    if weights == "dirichlet":
+        np.testing.assert_array_equal(p, rng.dirichlet(np.ones(m)))
+
+
+@pytest.mark.parametrize("B", [1, 4, D])
+def test_scalar_mean_moments_are_the_closed_forms(B):
+    mix = mixture_moments(*draw_mixture(stream(SEED, 1, MIXTURE), 3, 2.0, D, "dirichlet",
+                                        "scalar"), B)
+    a, p = mix.means[:, 0], mix.weights
+    abar = p @ a
+    var_a = p @ (a - abar) ** 2
+    np.testing.assert_allclose(mix.mean, abar * np.ones(D), rtol=1e-14)
+    np.testing.assert_allclose(mix.std, np.sqrt(1 + var_a) * np.ones(D), rtol=1e-14)
+    blocks = np.kron(np.eye(D // B), np.ones((B, B)))
+    np.testing.assert_allclose(mix.covariance(), np.eye(D) + var_a * blocks, atol=1e-14)
+
+
+def test_sample_standardization_removes_a_scalar_mean_exactly():
+    """With B = D each sample is a_J·1 + z, and c − c̄1 = z − z̄1: sample standardization of the
+    scalar-mean mixture equals that of the Gaussian latent to rounding (§10.1)."""
+    mix = mixture_moments(*draw_mixture(stream(SEED, 2, MIXTURE), 5, 3.0, D, "uniform",
+                                        "scalar"), D)
+    out, _, _ = run_kernel(mix, "sample", N_EXACT)
+    z, *_ = replay(mix, N_EXACT)
+    centred = z - z.mean(axis=1, keepdims=True)
+    expected = centred / np.sqrt((centred ** 2).mean(axis=1, keepdims=True))
+    np.testing.assert_allclose(out, expected, atol=2e-15 * 8, rtol=0)
+
+
+def _top_direction_by_eigh(mix):
+    """The top eigenvector of Σ_c − I from the dense covariance, the first block on ties."""
+    B = mix.block_size
+    cov = mix.covariance() - np.eye(D)
+    tops = [np.linalg.eigh(cov[b * B:(b + 1) * B, b * B:(b + 1) * B]) for b in range(D // B)]
+    values = np.array([vals[-1] for vals, _ in tops])
+    b = int(np.flatnonzero(values >= values.max() * (1 - 1e-9))[0])
+    u = np.zeros(D)
+    u[b * B:(b + 1) * B] = tops[b][1][:, -1]
+    return u, values.max()
+
+
+@pytest.mark.parametrize("means", ["vector", "scalar"])
+@pytest.mark.parametrize("B", [1, 4, D])
+def test_aligned_direction_is_the_top_eigenvector_with_the_documented_sign(means, B):
+    from fastsgd.sampling import aligned_direction
+    mix = mixture_moments(*draw_mixture(stream(SEED, 3, MIXTURE), 3, 2.0, D, "uniform", means),
+                          B)
+    u = aligned_direction(mix)
+    expected, top = _top_direction_by_eigh(mix)
+    assert abs(u @ u - 1) < 1e-14
+    np.testing.assert_allclose(u @ (mix.covariance() - np.eye(D)) @ u, top, rtol=1e-12)
+    np.testing.assert_allclose(np.abs(u), np.abs(expected), atol=1e-12)
+    big = np.abs(u).max()
+    assert u[np.flatnonzero(np.abs(u) >= big * (1 - 1e-9))[0]] > 0
+    if B == 1:
+        assert np.count_nonzero(u) == 1 and u.max() == 1.0
+    if means == "scalar":   # every block ties: block 0, u = 1_B/√B
+        np.testing.assert_allclose(u[:B], 1 / np.sqrt(B), rtol=1e-12)
+        assert not u[B:].any()
+
+
+def test_aligned_direction_refuses_a_mixture_without_between_label_covariance():
+    from fastsgd.sampling import aligned_direction
+    mix = mixture_moments(*draw_mixture(stream(SEED, 3, MIXTURE), 3, 2.0, D, (1.0, 0.0, 0.0)), D)
+    with pytest.raises(ValueError, match="Σ_c − I is 0"):
+        aligned_direction(mix)

@@ -20,9 +20,9 @@ import naive
 from analysis.activations import ACTIVATION_CODES, FOLD_CODES, folding_coefficients
 from cases import case_id, pairwise_cases
 from fastsgd import SimConfig, simulate
-from fastsgd.problem import build_problem, latent_kernel_args
+from fastsgd.problem import build_problem, latents_to_fields
 from fastsgd.runner import GEN_BLOCK
-from fastsgd.sampling import fill_standard_normal, sample_mixture_latent
+from fastsgd.sampling import fill_standard_normal, sample_latent
 from fastsgd.sgd import (DIVERGENCE_BOUND, INPUT_MODEL_CODES, INPUT_MODELS, sgd_buffers,
                          sgd_parameters, sgd_steps)
 from fastsgd.streams import SeedStreams
@@ -33,6 +33,13 @@ EXTRA_CASES = [
     dict(f="erf", g="relu", m=3, weights="dirichlet", sigma=0.5, block_size=4),
     dict(f="tanh", g="linear", m=3, standardize="whiten", input_model="equivalent_gaussian",
          sigma=0.2, train_second_layer=False),
+    # the matched laws the covering set does not reach: sample by quadrature (vector means,
+    # B = D) and by Monte Carlo (vector means, B = 1), population with a dense S_c
+    dict(f="erf", g="erf", m=3, standardize="sample", latent="matched_gaussian"),
+    dict(f="sign", g="erf", m=3, standardize="sample", latent="matched_gaussian",
+         block_size=1, moment_samples=20_000),
+    dict(f="sign", g="erf", m=3, standardize="population", latent="matched_gaussian",
+         means="scalar", teacher="aligned", precision="f64"),
 ]
 
 
@@ -79,9 +86,8 @@ def test_every_step_matches_reference(case):
                             input_model=cfg.input_model)
     buffers = sgd_buffers(GEN_BLOCK, cfg.N, cfg.K, equivalent)
     for block_start in range(0, steps, GEN_BLOCK):
-        sample_mixture_latent(streams.train_latent, streams.train_labels, latent,
-                              *latent_kernel_args(problem.mixture, cfg.standardize))
-        U = latent @ problem.generator
+        sample_latent(streams.train_latent, streams.train_labels, latent, problem.law)
+        U = latents_to_fields(latent, problem.generator, problem.offset)
         if equivalent:
             fill_standard_normal(streams.train_xi, buffers.xi)
         if cfg.sigma > 0:
@@ -98,7 +104,8 @@ def test_every_step_matches_reference(case):
 
 
 RECORDED = ["Q", "R", "W", "Sigma", "v", "eg", "eg_mc", "empirical/Q", "empirical/R",
-            "empirical/T", "empirical/lambda_mean"]
+            "empirical/T", "empirical/lambda_mean", "empirical/lambda_skewness",
+            "empirical/lambda_kurtosis"]
 
 
 @pytest.mark.parametrize("case", ALL_CASES)
@@ -115,6 +122,8 @@ def test_records_match_reference(case, tmp_path):
     assert_close(run.final_w[0], ref["final/w"], "final w")
     assert_close(run.final_v[0], ref["final/v"], "final v")
     assert_close(run.T[0], ref["T"], "T")
+    for name in ("nu_skewness", "nu_kurtosis"):
+        assert_close(run.empirical[name][0], ref[f"empirical/{name}"], name)
     assert_close(run.mixture_means[0], ref["means"], "mixture means")
     assert_close(run.mixture_weights[0], ref["weights"], "mixture weights")
 

@@ -33,6 +33,7 @@ TABLE = {
     "test_latent": ((5, 0), True),
     "test_labels": ((5, 1), True),
     "test_xi": ((5, 2), True),
+    "matched_moments": ((6, 0), False),
 }
 
 
@@ -50,7 +51,9 @@ def same_stream(a: np.random.Generator, b: np.random.Generator) -> bool:
 
 def test_every_field_of_the_table_and_nothing_else():
     assert [f.name for f in dataclasses.fields(SeedStreams)] == list(TABLE)
-    assert (st.FEATURES, st.TEACHER, st.MIXTURE, st.STUDENT, st.TRAIN, st.TEST) == tuple(range(6))
+    assert (st.FEATURES, st.TEACHER, st.MIXTURE, st.STUDENT, st.TRAIN, st.TEST,
+            st.MOMENTS) == tuple(range(7))
+    assert (st.MATCHED_LAW, st.INPUT_MOMENTS) == (0, 1)
     assert (st.LATENT, st.LABELS, st.NOISE, st.XI) == tuple(range(4))
 
 

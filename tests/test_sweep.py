@@ -176,6 +176,10 @@ def test_example_grids_are_valid():
     cells, ode = read_grid(root / "universality.toml")
     assert len(cells) == 160 and ode == {"dt": 0.01, "method": "euler"}
     assert len(read_grid(root / "finite_size.toml")[0]) == 16
+    for name, n_cells, n_runs in (("matched", 48, 110), ("scalar", 48, 88), ("aligned", 4, 12)):
+        cells, _ = read_grid(root / f"universality_{name}.toml")
+        assert len(cells) == n_cells and all(c.matched_floor is not None for c in cells)
+        assert len({job.name for c in cells for job in c.jobs}) == n_runs
 
 
 def test_sweep_judges_relu_cells_against_the_relu_ode(tmp_path):
@@ -190,3 +194,67 @@ def test_sweep_judges_relu_cells_against_the_relu_ode(tmp_path):
     for r in summary:
         assert r["verdict_mode"] == "ode", r
         assert 0.0 < float(r["eg_dev_ode_mean"]) < 1.0, r
+
+
+MATCHED_GRID = """
+[base]
+N = 48
+D = 24
+seeds = 3
+t_max = 20
+records = 10
+test_size = 200
+m = 3
+alpha = 2.0
+moment_samples = 2000
+
+[grid]
+standardize = ["sample", "population", "whiten"]
+block_size = ["D", 1]
+
+[compare]
+matched = true
+"""
+CLASSES = {"gaussian", "second_order", "higher_order", "inconsistent", "undetermined"}
+
+
+def test_a_matched_sweep_reuses_runs_by_law_and_classifies_every_cell(tmp_path, capsys):
+    """docs/model.md §10.4: six cells, one N(0, I) floor and reference, and the matched floors
+    and references that are not N(0, I) (population with B = 1 and whiten are): 14 runs."""
+    grid = tmp_path / "matched.toml"
+    grid.write_text(MATCHED_GRID)
+    cells, _ = read_grid(grid)
+    whiten = [c for c in cells if c.params["standardize"] == "whiten"]
+    assert all(c.matched_floor is c.floor and c.matched_reference is c.reference for c in whiten)
+    population_1 = next(c for c in cells if c.params == {"standardize": "population",
+                                                         "block_size": 1})
+    assert population_1.matched_floor is population_1.floor
+    lines = []
+    rows = sweep(grid, tmp_path / "sweep", workers=2, echo=lines.append)
+    assert "6 cell(s), 14 run(s)" in lines[0]
+    summary = read_summary(tmp_path / "sweep" / "summary.csv")
+    for r in summary:
+        assert r["universality"] in CLASSES and r["universality_holm"] in CLASSES, r
+        assert r["verdict_matched"] in ("matches", "deviates"), r
+        for column in ("eg_dev_matched_mean", "floor_matched_mean", "eg_dev_ref_mean"):
+            assert float(r[column]) > 0, (column, r)
+        assert -3 < float(r["nu0_kurtosis"]) < 3 and r["lambda_kurtosis_end"] != ""
+    for r in rows:   # against the same reference and floor, both legs agree exactly
+        if r["standardize"] == "whiten":
+            assert r["eg_dev_matched_mean"] == r["eg_dev_ref_mean"]
+            assert r["verdict_matched"] == r["verdict_ref"]
+            assert r["universality"] in ("gaussian", "higher_order")
+    png = tmp_path / "classes.png"
+    assert main(["plot", str(tmp_path / "sweep"), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[grid]\nm = [1]\n[compare]\nmatched = 1\n", "matched must be true or false"),
+    ("[grid]\nm = [1]\n[compare]\nmore = true\n", "[compare] unknown key"),
+])
+def test_bad_compare_tables_are_refused(text, fragment, tmp_path):
+    grid = tmp_path / "bad.toml"
+    grid.write_text(text)
+    with pytest.raises(GridError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        read_grid(grid)
