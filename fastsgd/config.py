@@ -361,7 +361,10 @@ def canonical(cfg: SimConfig) -> SimConfig:
     latent that is N(0, I) becomes the Gaussian latent (random teacher) or the matched whiten
     latent of the same mixture (aligned teacher, which the mixture defines); the matched law of
     a sample-standardized exchangeable latent, N(0, D/(D − 1)·P), becomes that of the Gaussian
-    latent (random teacher)."""
+    latent (random teacher); moment_samples is reset where no Monte Carlo law uses it."""
+    if cfg.moment_samples != DEFAULTS["moment_samples"] and not (
+            cfg.latent == "matched_gaussian" and cfg.matched_method == "monte_carlo"):
+        cfg = cfg.replace(moment_samples=DEFAULTS["moment_samples"])   # unused by this law
     if cfg.latent != "matched_gaussian":
         return cfg
     if matched_is_standard_normal(cfg):

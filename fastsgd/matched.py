@@ -7,14 +7,16 @@ two moments equal the mixture's. :func:`matched_law` gives (m_c, L) in a structu
     L = diag(out_scale) · blockdiag(in_scale·I_B + U_bᵀ diag(shift_b) U_b),
 
 exact for every standardization except ``sample`` with block structure, which is estimated by
-Monte Carlo from stream (s,6,0). The simulator never forms c: L and m_c are folded into the GEMM
-operand once per seed (:meth:`MatchedLaw.apply`), so a matched run costs what a Gaussian run does.
+Monte Carlo from stream (s,6,0). The simulator never forms c: Lᵀ and m_c are folded into the GEMM
+operand once per seed (:meth:`MatchedLaw.apply_transpose`), so a matched run costs what a
+Gaussian run does.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,15 +54,24 @@ class MatchedLaw:
         return (self.in_scale == 1.0 and not self.shifts.any() and not self.mean.any()
                 and bool(np.all(self.out_scale == 1.0)))
 
-    def apply(self, X: np.ndarray) -> np.ndarray:
-        """L X for X (D, k), in O(D·r·k) operations."""
+    def _symmetric_part(self, X: np.ndarray) -> np.ndarray:
+        """blockdiag(in_scale·I_B + U_bᵀ diag(shift_b) U_b)·X, in O(D·r·k) operations."""
         n_blocks, _, B = self.vectors.shape
         out = self.in_scale * X
         for b in range(n_blocks):
             U = self.vectors[b]
             rows = slice(b * B, (b + 1) * B)
             out[rows] += U.T @ (self.shifts[b][:, None] * (U @ X[rows]))
-        return self.out_scale[:, None] * out
+        return out
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        """L X for X (D, k)."""
+        return self.out_scale[:, None] * self._symmetric_part(X)
+
+    def apply_transpose(self, X: np.ndarray) -> np.ndarray:
+        """Lᵀ X for X (D, k): the GEMM operand of a row of normals zᵀ, since cᵀ = m_cᵀ + zᵀLᵀ
+        (L is not symmetric for `population`)."""
+        return self._symmetric_part(self.out_scale[:, None] * X)
 
     def factor(self) -> np.ndarray:
         """L as a dense D × D matrix."""
@@ -97,7 +108,7 @@ def sample_standardized_moments(norm: float, D: int) -> tuple[float, float]:
 
     from 1/q = ∫ e^{−sq} ds, 1/√q = π^{−1/2} ∫ s^{−1/2} e^{−sq} ds, E e^{−sχ²_k} = (1+2s)^{−k/2}
     and the Gaussian tilt of x∥."""
-    from scipy.integrate import quad
+    from scipy.integrate import IntegrationWarning, quad
 
     k, n2 = D - 2, norm * norm
 
@@ -110,13 +121,23 @@ def sample_standardized_moments(norm: float, D: int) -> tuple[float, float]:
         q = 1.0 + 2.0 * r * r
         return math.exp(-0.5 * (k + 3) * math.log1p(2.0 * r * r) - n2 * r * r / q)
 
-    scale = 1.0 / max(k, 1)
-    options = dict(epsabs=0.0, epsrel=1e-13, limit=500)
-    b = (quad(b_integrand, 0.0, 20.0 * scale, **options)[0]
-         + quad(b_integrand, 20.0 * scale, np.inf, **options)[0])
+    # the integrands fall off over s ~ 1/(k + n²) (r ~ its square root): split there. quad's
+    # round-off warnings in the far tails are harmless; the bounds below catch a real failure.
+    scale = 1.0 / (k + 1.0 + n2)
+    options = dict(epsabs=0.0, epsrel=1e-12, limit=500)
     root = math.sqrt(scale)
-    a = (quad(a_integrand, 0.0, 20.0 * root, **options)[0]
-         + quad(a_integrand, 20.0 * root, np.inf, **options)[0]) * 2.0 * norm / math.sqrt(math.pi)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IntegrationWarning)
+        b = (quad(b_integrand, 0.0, 20.0 * scale, **options)[0]
+             + quad(b_integrand, 20.0 * scale, np.inf, **options)[0])
+        a = (quad(a_integrand, 0.0, 20.0 * root, **options)[0]
+             + quad(a_integrand, 20.0 * root, np.inf, **options)[0]) * 2.0 * norm / math.sqrt(
+                 math.pi)
+    # 0 ≤ a ≤ 1, b between its value at ‖ν‖ = 0, 1/(D − 1), and 1, and a² ≤ b (Jensen)
+    if not (0.0 <= a <= 1.0 and (1.0 - 1e-9) / (D - 1) <= b <= 1.0 + 1e-12
+            and a * a <= b + 1e-8):
+        raise ArithmeticError(f"the quadrature of the sample-standardized moments failed at "
+                              f"‖ν‖ = {norm:g}, D = {D}: a = {a!r}, b = {b!r}")
     return a, b
 
 
@@ -124,7 +145,8 @@ def _sample_vector_law(mixture: Mixture) -> MatchedLaw:
     """`sample` with one label per sample (B = D, or m = 1): per label, c = √D·x/‖x‖ with
     x ~ N(ν_J, P), ν_J = Pμ_J; E[c|J] = √D a_J ν̂, E[ccᵀ|J] = D[b_J ν̂ν̂ᵀ + (1 − b_J)/(D − 2)
     (P − ν̂ν̂ᵀ)], averaged over J with weights p (docs/model.md §10.2). Then
-    S_c = κP + G with G of rank ≤ m in span{ν̂_J} ⊥ 1, and L = √κ P + (√(κ + G) − √κ) on that span."""
+    S_c = κP + G with G of rank ≤ m in span{ν̂_J} ⊥ 1, and L = √κ P + (√(κ + G) − √κ) on that
+    span."""
     means, p = mixture.means, mixture.weights
     D = means.shape[1]
     centred = means - means.mean(axis=1, keepdims=True)      # ν_J = P μ_J

@@ -49,10 +49,10 @@ class SeedProblem(SeedDraws):
     """Everything fixed for one seed index: its draws, the GEMM operand and the test set.
 
     A block of latents C gives U = C·generator (+ offset): the pre-folding inputs and the teacher
-    fields. For a matched-Gaussian latent (§10.2) C holds the normals z, generator = L·[F/√D |
-    W̃ᵀ/√D] and offset = m_cᵀ[F/√D | W̃ᵀ/√D], so that U is the one of c = m_c + L z."""
+    fields. For a matched-Gaussian latent (§10.2) C holds the normals z (as rows), generator =
+    Lᵀ·[F/√D | W̃ᵀ/√D] and offset = m_cᵀ[F/√D | W̃ᵀ/√D], so that U is the one of c = m_c + L z."""
 
-    generator: np.ndarray         # [F/√D | W̃ᵀ/√D] (D, N + M), times L for a matched latent
+    generator: np.ndarray         # [F/√D | W̃ᵀ/√D] (D, N + M), Lᵀ times it for a matched latent
     offset: np.ndarray | None     # (N + M,) for a matched latent with m_c ≠ 0, else None
     law: LatentLaw
     matched: MatchedLaw | None
@@ -123,7 +123,7 @@ def _operand(cfg: SimConfig, draws: SeedDraws, streams: SeedStreams,
     if law.is_standard:   # c = z: bitwise the Gaussian latent's fields
         return base, None, law
     offset = law.mean @ base if law.mean.any() else None
-    return law.apply(base), offset, law
+    return law.apply_transpose(base), offset, law
 
 
 def build_problem(cfg: SimConfig, streams: SeedStreams,

@@ -13,7 +13,7 @@ import numpy as np
 
 FEATURES, TEACHER, MIXTURE, STUDENT, TRAIN, TEST, MOMENTS = range(7)
 LATENT, LABELS, NOISE, XI = range(4)
-MATCHED_LAW, INPUT_MOMENTS = range(2)   # children of (s,6): docs/model.md §10
+MATCHED_LAW, INPUT_MOMENTS = range(2)   # children of (s,6), docs/model.md §10
 
 
 def stream(entropy: int, *key: int) -> np.random.Generator:

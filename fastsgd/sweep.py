@@ -56,8 +56,18 @@ class Job:
     config: SimConfig
     name: str
 
+    @property
+    def digest(self) -> str:
+        return self.name.rsplit("-", 1)[1]
+
     def path(self, out: Path) -> Path:
-        return out / "runs" / f"{self.name}.h5"
+        """DIR/runs/<name>.h5, or a file of the same law under another role's name (made by an
+        earlier sweep whose cells claimed the run in another order)."""
+        own = out / "runs" / f"{self.name}.h5"
+        if own.exists():
+            return own
+        others = sorted((out / "runs").glob(f"*-{self.digest}.h5"))
+        return others[0] if others else own
 
 
 @dataclass(frozen=True)
@@ -279,15 +289,17 @@ def _columns(prefix: str, agg: Aggregate | None) -> dict:
 
 
 def _field_shape_columns(run) -> dict:
-    """Excess kurtosis of the teacher's fields (unit 0: the aligned one, §10.3) and of the
-    student's at the last record, averaged over seeds (NaN for files made before them)."""
+    """Excess kurtosis of the teacher's fields, averaged over seeds: unit 0 (the aligned one,
+    §10.3) and the unit farthest from 0, signed (a bimodal field is negative); and of the
+    student's fields at the last record, averaged over seeds and units. NaN for files made
+    before the field statistics."""
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        last = run.empirical["lambda_kurtosis"][:, -1, :]
-        return {"nu0_kurtosis": float(np.nanmean(run.empirical["nu_kurtosis"][:, 0])),
-                "nu_kurtosis_max": float(np.nanmax(np.nanmean(run.empirical["nu_kurtosis"],
-                                                              axis=0))),
-                "lambda_kurtosis_end": float(np.nanmean(last))}
+        teacher = np.nanmean(run.empirical["nu_kurtosis"], axis=0)
+        extreme = teacher[np.nanargmax(np.abs(teacher))] if np.isfinite(teacher).any() \
+            else np.nan
+        return {"nu0_kurtosis": float(teacher[0]), "nu_kurtosis_extreme": float(extreme),
+                "lambda_kurtosis_end": float(np.nanmean(run.empirical["lambda_kurtosis"][:, -1]))}
 
 
 def _matched_columns(run, cell: Cell, out: Path) -> dict:

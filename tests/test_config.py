@@ -616,3 +616,8 @@ def test_twins_are_canonical_by_the_law_they_sample():
                   cell.replace(alpha=0.0)):
         assert matched_twin(other) == centring
     assert matched_twin(cell.replace(means="scalar", block_size=100)).m == 8   # Monte Carlo
+    # moment_samples counts only where a Monte Carlo law uses it
+    assert canonical(cell.replace(moment_samples=5000)) == cell
+    assert matched_twin(cell.replace(moment_samples=5000)) == matched_twin(cell)
+    monte_carlo = cell.replace(block_size=1, moment_samples=5000)
+    assert matched_twin(monte_carlo).moment_samples == 5000

@@ -664,3 +664,18 @@ def test_holm_level_and_the_single_cell_case():
     assert v.verdict == "matches" and v.z == pytest.approx(1.8)
     assert holm([v.p_one_sided]) == [True]
     assert holm(np.array([v.p_one_sided, 0.5])) == [False, False]   # 0.036 > 0.05/2
+
+
+@pytest.mark.parametrize("v1, v2, expected", [
+    ("matches", "matches", "gaussian"),
+    ("deviates", "matches", "second_order"),
+    ("deviates", "deviates", "higher_order"),
+    ("matches", "deviates", "inconsistent"),
+    ("undetermined", "matches", "undetermined"),
+    ("deviates", "undetermined", "undetermined"),
+    ("failed", "deviates", "undetermined"),
+    ("", "", "undetermined"),
+])
+def test_the_three_way_class_of_docs_model_10_4(v1, v2, expected):
+    from analysis.deviation import universality_class
+    assert universality_class(v1, v2) == expected

@@ -180,3 +180,29 @@ def test_a_stop_during_monte_carlo_moments_is_honoured():
     with pytest.raises(Stopped):
         matched_law(mixture, "sample", "monte_carlo", rng=stream(SEED, 0, 6, 0),
                     samples=10 ** 9, stop=stop)
+
+
+@pytest.mark.parametrize("norm, D", [(1000.0, 20), (3000.0, 8), (300.0, 500)])
+def test_quadrature_holds_where_the_mean_dominates(norm, D):
+    """Large ‖ν‖: x∥ = n + N(0, 1) and ‖x‖² = x∥² + χ²_k (k = D − 2), so a = 1 − k/(2n²) and
+    b = 1 − k/n² up to O(k²/n⁴); a quadrature that missed the integrands' peak would return 0."""
+    a, b = sample_standardized_moments(norm, D)
+    k, n2 = D - 2, norm * norm
+    tolerance = 10 * (k * k + 3 * k + 1) / n2 ** 2 + 1e-8
+    assert a == pytest.approx(1 - k / (2 * n2), abs=tolerance)
+    assert b == pytest.approx(1 - k / n2, abs=tolerance)
+
+
+def test_the_simulator_samples_the_matched_law_not_its_transpose():
+    """U = z·generator: the operand must be Lᵀ·[F/√D | W̃ᵀ/√D], so that the latents' covariance is
+    L Lᵀ = S_c even where L is not symmetric (population with vector means)."""
+    from fastsgd.problem import build_problem
+    from fastsgd.streams import SeedStreams
+    cfg = fastsgd.SimConfig(N=40, D=D, M=2, m=3, alpha=2.0, block_size=4,
+                            standardize="population", latent="matched_gaussian", test_size=10)
+    problem = build_problem(cfg, SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, 0))
+    base = np.concatenate([problem.features.T, problem.teacher.T], axis=1) / math.sqrt(D)
+    covariance = problem.generator.T @ problem.generator          # Cov(U) for z ~ N(0, I)
+    np.testing.assert_allclose(covariance, base.T @ problem.matched.covariance() @ base,
+                               rtol=1e-12, atol=1e-12)
+    assert not np.allclose(problem.matched.factor(), problem.matched.factor().T)

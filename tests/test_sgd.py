@@ -34,12 +34,16 @@ EXTRA_CASES = [
     dict(f="tanh", g="linear", m=3, standardize="whiten", input_model="equivalent_gaussian",
          sigma=0.2, train_second_layer=False),
     # the matched laws the covering set does not reach: sample by quadrature (vector means,
-    # B = D) and by Monte Carlo (vector means, B = 1), population with a dense S_c
+    # B = D) and by Monte Carlo (vector means, B = 1)
     dict(f="erf", g="erf", m=3, standardize="sample", latent="matched_gaussian"),
     dict(f="sign", g="erf", m=3, standardize="sample", latent="matched_gaussian",
          block_size=1, moment_samples=20_000),
     dict(f="sign", g="erf", m=3, standardize="population", latent="matched_gaussian",
          means="scalar", teacher="aligned", precision="f64"),
+    # population with vector means: L = D_s⁻¹Σ_c^{1/2} is not symmetric
+    dict(f="linear", g="erf", m=3, standardize="population", latent="matched_gaussian",
+         block_size=4),
+    dict(f="erf", g="linear", m=3, standardize="population", latent="matched_gaussian"),
 ]
 
 

@@ -13,6 +13,7 @@ import sys
 import cloudpickle
 import pytest
 
+from analysis.deviation import universality_class
 from fastsgd.cli import main
 from fastsgd.sweep import GridError, read_grid, sweep
 
@@ -90,6 +91,16 @@ def test_sweep_runs_every_cell_and_resumes(grid_file, tmp_path):
     assert "6 run(s): 5 finished, 1 to do" in lines[0]
     after = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.h5")}
     assert all(after[name] == stamp for name, stamp in before.items())
+    assert read_summary(out / "summary.csv") == summary
+
+    # a run of the same law under another role's name (another grid's claim order) is reused
+    floor = next(p for p in (out / "runs").glob("floor-*.h5"))
+    digest = floor.stem.split("-", 1)[1]
+    for suffix in (".h5", ".json"):
+        floor.with_suffix(suffix).rename(out / "runs" / f"cell-{digest}{suffix}")
+    lines.clear()
+    sweep(grid_file, out, workers=2, echo=lines.append)
+    assert "6 run(s): 6 finished, 0 to do" in lines[0]
     assert read_summary(out / "summary.csv") == summary
 
 
@@ -234,6 +245,9 @@ def test_a_matched_sweep_reuses_runs_by_law_and_classifies_every_cell(tmp_path, 
     assert "6 cell(s), 14 run(s)" in lines[0]
     summary = read_summary(tmp_path / "sweep" / "summary.csv")
     for r in summary:
+        assert r["universality"] == universality_class(r["verdict_ref"], r["verdict_matched"])
+        assert r["universality_holm"] == universality_class(r["verdict_ref_holm"],
+                                                            r["verdict_matched_holm"])
         assert r["universality"] in CLASSES and r["universality_holm"] in CLASSES, r
         assert r["verdict_matched"] in ("matches", "deviates"), r
         for column in ("eg_dev_matched_mean", "floor_matched_mean", "eg_dev_ref_mean"):
