@@ -8,7 +8,8 @@
 
 Prints Markdown tables: the scalar reading against the N(0, I) ODE, the matched comparison of
 chosen cells, the aligned-teacher cells, the three-way classes per standardization and block size,
-and the claim's status per reading and per notion of "Gaussian"; writes one map per sweep.
+and the claim's status per reading and per notion of "Gaussian"; writes the maps of each sweep,
+one figure per block size.
 """
 
 from __future__ import annotations
@@ -124,8 +125,9 @@ def claim_status(readings: dict[str, list[dict]]) -> None:
 def main(vector: Path, scalar: Path, aligned: Path, figures: Path) -> None:
     from fastsgd.plots import plot_heatmaps
     tables = {"vector": read(vector), "scalar": read(scalar), "aligned": read(aligned)}
-    for name, rows in tables.items():
-        plot_heatmaps(rows, figures / f"matched_{name}.png")
+    for name, rows in tables.items():   # one figure per block size: four panels wide
+        for block in sorted({r["block_size"] for r in rows}):
+            plot_heatmaps(find(rows, block_size=block), figures / f"matched_{name}_B{block}.png")
     scalar_against_ode(find(tables["scalar"], block_size="D"))
     matched_cells(find(tables["vector"], m=8, alpha=2.0, block_size="D"),
                   "Vector means, m = 8, α = 2, B = D: the matched comparison")
