@@ -187,7 +187,8 @@ def test_example_grids_are_valid():
     cells, ode = read_grid(root / "universality.toml")
     assert len(cells) == 160 and ode == {"dt": 0.01, "method": "euler"}
     assert len(read_grid(root / "finite_size.toml")[0]) == 16
-    for name, n_cells, n_runs in (("matched", 48, 110), ("scalar", 48, 88), ("aligned", 4, 12)):
+    for name, n_cells, n_runs in (("matched", 48, 110), ("scalar", 48, 88), ("aligned", 4, 12),
+                                  ("matched_seeds", 6, 20)):
         cells, _ = read_grid(root / f"universality_{name}.toml")
         assert len(cells) == n_cells and all(c.matched_floor is not None for c in cells)
         assert len({job.name for c in cells for job in c.jobs}) == n_runs
