@@ -14,26 +14,15 @@ one figure per block size.
 
 from __future__ import annotations
 
-import csv
-import math
 import sys
 from collections import Counter
 from pathlib import Path
 
-STANDARDIZATIONS = ("none", "sample", "population", "whiten")
-CLASSES = ("gaussian", "second_order", "higher_order", "inconsistent", "undetermined")
+from analysis.deviation import UNIVERSALITY_CLASSES
+from fastsgd.sampling import STANDARDIZATIONS
+from universality_report import num, read   # examples/ is on the path when run as a script
 
-
-def read(path: Path) -> list[dict]:
-    with open(path / "summary.csv") as fh:
-        return list(csv.DictReader(fh))
-
-
-def num(x) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
+CLASSES = (*UNIVERSALITY_CLASSES.values(), "undetermined")
 
 
 def pm(row: dict, prefix: str) -> str:

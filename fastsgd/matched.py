@@ -24,8 +24,6 @@ import numpy as np
 from fastsgd.sampling import Mixture, latent_law, sample_latent
 
 LATENT_LAWS = ("mixture", "matched_gaussian")
-#: How the matched law of each case is obtained (docs/model.md §10.2).
-METHODS = ("exact", "quadrature", "monte_carlo")
 #: Samples per chunk of the Monte Carlo moments (a stop request is checked between chunks).
 MOMENT_CHUNK = 4096
 #: Eigenvalues of S_c below this fraction of the largest are rounding noise of a null space.

@@ -89,9 +89,8 @@ def field_shape(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @kernel(reassociate=True)
-def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean, lam_shape):
-    # One pass for the means and ε_g, one for the centred covariances and the third and fourth
-    # central moments of λ (lam_shape: skewness, excess kurtosis); returns eg_mc.
+def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean):
+    # One pass for the means and ε_g, one for the centred covariances; returns eg_mc.
     P, K = lam.shape
     M = nu.shape[1]
     nu_mean = np.zeros(M)
@@ -108,8 +107,6 @@ def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean, lam_shape):
     nu_mean /= P
     Q[:, :] = 0.0
     R[:, :] = 0.0
-    third = np.zeros(K)
-    fourth = np.zeros(K)
     for p in range(P):
         for k in range(K):
             dk = lam[p, k] - lam_mean[k]
@@ -117,19 +114,8 @@ def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean, lam_shape):
                 Q[k, l] += dk * (lam[p, l] - lam_mean[l])
             for n in range(M):
                 R[k, n] += dk * (nu[p, n] - nu_mean[n])
-            d2 = dk * dk
-            third[k] += d2 * dk
-            fourth[k] += d2 * d2
     Q /= P
     R /= P
-    for k in range(K):
-        m2 = Q[k, k]
-        if m2 > 0.0:
-            lam_shape[0, k] = third[k] / P / m2 ** 1.5
-            lam_shape[1, k] = fourth[k] / P / (m2 * m2) - 3.0
-        else:  # a constant (or non-finite) field has no shape
-            lam_shape[0, k] = np.nan
-            lam_shape[1, k] = np.nan
     return 0.5 * sq / P
 
 
@@ -144,11 +130,11 @@ def test_set_statistics(lam: np.ndarray, nu: np.ndarray, y: np.ndarray, v: np.nd
     """
     K, M = lam.shape[1], nu.shape[1]
     Q, R, lam_mean = np.empty((K, K)), np.empty((K, M)), np.empty(K)
-    shape = np.empty((2, K))
     yhat = network_output(lam, v, g_code, np.empty(lam.shape[0]))
-    eg_mc = _student_statistics(lam, nu, yhat, y, Q, R, lam_mean, shape)
+    eg_mc = _student_statistics(lam, nu, yhat, y, Q, R, lam_mean)
+    skewness, kurtosis = field_shape(lam)
     return {"eg_mc": eg_mc, "Q": Q, "R": R, "lambda_mean": lam_mean,
-            "lambda_skewness": shape[0], "lambda_kurtosis": shape[1]}
+            "lambda_skewness": skewness, "lambda_kurtosis": kurtosis}
 
 
 def spectral_initial_state(features: np.ndarray, w: np.ndarray, teacher: np.ndarray,

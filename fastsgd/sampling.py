@@ -241,9 +241,7 @@ def sample_latent(rng_latent, rng_labels, out, law):
     """
     n, D = out.shape
     if law.matched:
-        for s in range(n):
-            for r in range(D):
-                out[s, r] = rng_latent.standard_normal()
+        fill_standard_normal(rng_latent, out)
         return
     means, cumulative_weights, block_size = law.means, law.cumulative_weights, law.block_size
     m = means.shape[0]
