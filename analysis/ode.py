@@ -1,8 +1,12 @@
-"""Gaussian ODEs for online SGD (docs/model.md §5): Saad–Solla for i.i.d. inputs
-(:func:`integrate_scm`) and the hidden manifold model (:func:`integrate_hmm`), started from a
-seed's exact spectral state (:class:`HmmInitialState`, docs/model.md §4.4).
+"""Gaussian ODEs for online SGD (docs/model.md §5, §10.5): Saad–Solla for i.i.d. inputs
+(:func:`integrate_scm`), the hidden manifold model (:func:`integrate_hmm`), started from a
+seed's exact spectral state (:class:`HmmInitialState`, docs/model.md §4.4), and the
+Gaussian-equivalent ODE on the input covariance (:func:`integrate_gaussian_equivalent`, started
+from :class:`GaussianEquivalentState`, docs/model.md §10.5).
 
-Both right-hand sides and both integrators (explicit Euler with the published integrators'
+The HMM and the Gaussian-equivalent ODE share one density equation (:func:`_hmm_densities`) and
+one bracket (:func:`_hmm_bracket`): they differ only in the tables over the spectrum, the rate
+and the closure (docs/model.md §10.5). Every right-hand side and both integrators (explicit Euler with the published integrators'
 semantics, classical RK4) run in numba kernels; the integrals come from
 :mod:`analysis.integrals` and the folding coefficients from :mod:`analysis.activations`, the same
 definitions the simulator uses.
@@ -39,8 +43,8 @@ from analysis.integrals import (erf_i3_lambda3, erf_i3_value, erf_i4_lambda0, er
 from analysis.jit import theory_kernel
 from analysis.orthant import NODES, WEIGHTS
 
-__all__ = ["HmmInitialState", "Trajectory", "METHODS", "integrate_hmm", "integrate_scm",
-           "output_grid", "OdeParameters", "OdeGrid", "OdeWorkspace", "ode_parameters",
+__all__ = ["HmmInitialState", "GaussianEquivalentState", "Trajectory", "METHODS",
+           "integrate_hmm", "integrate_scm", "integrate_gaussian_equivalent", "output_grid", "OdeParameters", "OdeGrid", "OdeWorkspace", "ode_parameters",
            "ode_grid", "ode_workspace"]
 
 
@@ -99,8 +103,81 @@ class HmmInitialState:
         return self.rhos.shape[0]
 
 
+@dataclass(frozen=True)
+class GaussianEquivalentState:
+    """State of the Gaussian-equivalent ODE on the input covariance at t = 0 (docs/model.md
+    §10.5; conventions of sgoldt/gaussian-equiv-2layer ``deepgen_ode.cpp``).
+
+    Attributes
+    ----------
+    rhos : (N,) eigenvalues ρ_τ of Ω = Cov(x), ascending.
+    q : (K, K, N) q^{kl}(τ) = (w_k·e_τ)(w_l·e_τ).
+    r : (K, M, N) r^{km}(τ) = (w_k·e_τ)(e_τ·ΦW̃_mᵀ).
+    t_tilde : (M, M, N) t̃^{nm}(τ) = (e_τ·ΦW̃_nᵀ)(e_τ·ΦW̃_mᵀ), constant.
+    T : (M, M) teacher covariance W̃ S_c W̃ᵀ/D.
+    v : (K,) second-layer weights.
+    A : (M,) teacher second layer.
+    delta : δ = D/N.
+    """
+
+    rhos: np.ndarray
+    q: np.ndarray
+    r: np.ndarray
+    t_tilde: np.ndarray
+    T: np.ndarray
+    v: np.ndarray
+    A: np.ndarray
+    delta: float
+
+    def __post_init__(self) -> None:
+        N = np.shape(self.rhos)[0]
+        K, M = np.shape(self.r)[:2]
+        expected = {"rhos": (N,), "q": (K, K, N), "r": (K, M, N), "t_tilde": (M, M, N),
+                    "T": (M, M), "v": (K,), "A": (M,)}
+        for name, shape in expected.items():
+            value = np.ascontiguousarray(getattr(self, name), dtype=np.float64)
+            if value.shape != shape:
+                raise ValueError(f"GaussianEquivalentState.{name} must have shape {shape}, "
+                                 f"got {value.shape}")
+            object.__setattr__(self, name, value)
+        delta = self.delta
+        if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta > 0):
+            raise ValueError(f"delta must be a finite number > 0, got {delta!r}")
+        object.__setattr__(self, "delta", float(delta))
+
+    @classmethod
+    def from_moments(cls, omega, phi, w, teacher, latent_covariance, v, A
+                     ) -> "GaussianEquivalentState":
+        """The state of weights w (K, N) and teacher W̃ (M, D) under inputs with covariance
+        Ω (N, N), input–latent cross-covariance Φ (N, D) and latent covariance S_c (D, D)
+        (docs/model.md §10.5): Ω = Σ_τ ρ_τ e_τe_τᵀ, T = W̃S_cW̃ᵀ/D, δ = D/N."""
+        omega, phi = np.asarray(omega, dtype=np.float64), np.asarray(phi, dtype=np.float64)
+        w, teacher = np.asarray(w, dtype=np.float64), np.asarray(teacher, dtype=np.float64)
+        N, D = phi.shape
+        rhos, vectors = np.linalg.eigh(omega)
+        student = w @ vectors                       # (K, N): w_k·e_τ
+        projected = (phi @ teacher.T).T @ vectors   # (M, N): e_τ·ΦW̃_mᵀ
+        T = teacher @ np.asarray(latent_covariance, dtype=np.float64) @ teacher.T / D
+        return cls(rhos=rhos, q=student[:, None] * student[None],
+                   r=student[:, None] * projected[None],
+                   t_tilde=projected[:, None] * projected[None], T=(T + T.T) / 2, v=v, A=A,
+                   delta=D / N)
+
+    @property
+    def K(self) -> int:
+        return self.r.shape[0]
+
+    @property
+    def M(self) -> int:
+        return self.r.shape[1]
+
+    @property
+    def N(self) -> int:
+        return self.rhos.shape[0]
+
+
 # ====================================================================== the kernels' arguments
-SCM, HMM = 0, 1
+SCM, HMM, MOMENTS = 0, 1, 2
 EULER, RK4 = 0, 1
 METHODS = {"euler": EULER, "rk4": RK4}
 _DEGENERATE = 1e-12
@@ -109,6 +186,11 @@ GRID_TOLERANCE = 1e-9
 #: The default step and method: the published integrators' semantics (docs/model.md §5.5).
 DEFAULT_DT = 0.01
 DEFAULT_METHOD = "euler"
+#: The Gaussian-equivalent ODE's default RK4 step and its stability control: each step is at
+#: most STABILITY / (2 η ρ_max max_k Σ_j |v_k B_kj|), the stiffest density's rate
+#: (docs/model.md §10.5).
+MOMENTS_RK4_DT = 0.1
+STABILITY = 0.3
 
 
 class OdeParameters(NamedTuple):
@@ -116,10 +198,11 @@ class OdeParameters(NamedTuple):
 
     Attributes
     ----------
-    model : SCM or HMM.
-    K, M, D : students, teachers, eigenvalues (D = 0 for SCM).
+    model : SCM, HMM or MOMENTS.
+    K, M, D : students, teachers, eigenvalues (D = 0 for SCM; N for MOMENTS).
     rhos : (D,) eigenvalues ρ_τ.
-    Yr : (M, M, D) the r-equation's teacher term Y^n for each m: T̃^{nm} or ω_nτ ω_mτ.
+    Yr : (M, M, D) the r-equation's teacher term Y^n for each m: T̃^{nm} or ω_nτ ω_mτ (HMM),
+        t̃^{nm}(τ) (MOMENTS).
     T : (M, M) teacher covariance.
     A : (M,) teacher second layer.
     lr : learning rate η.
@@ -128,7 +211,10 @@ class OdeParameters(NamedTuple):
     g : activation code.
     sigma : output-noise standard deviation.
     train_v : whether the second layer is trained.
-    d_rho, b_rho, noise_rho : (D,) d(ρ) = ζδ + b²ρ, bρ and ζρ + b²ρ²/δ over the eigenvalues.
+    d_rho, b_rho, noise_rho : (D,) the density equations' tables over the eigenvalues: HMM
+        d(ρ) = ζδ + b²ρ, bρ and ζρ + b²ρ²/δ; MOMENTS ρ, δ^{-1/2} and ρ.
+    rate : the density equations' rate, η/δ (HMM) or η (MOMENTS).
+    stiffness : rate × max_τ d_rho: the stiffest density's rate per unit of the bracket.
     """
 
     model: int
@@ -150,6 +236,8 @@ class OdeParameters(NamedTuple):
     d_rho: np.ndarray
     b_rho: np.ndarray
     noise_rho: np.ndarray
+    rate: float
+    stiffness: float
 
 
 class OdeGrid(NamedTuple):
@@ -161,6 +249,8 @@ class OdeGrid(NamedTuple):
     dt : step.
     t : (n,) output times, sorted.
     lo, theta : (n,) t = (lo + θ)·dt with θ = 0 on the grid (Euler interpolates off it).
+    stability : RK4 only: 0 for fixed steps of dt, else each step is at most
+        stability / (2 × stiffness × max_k Σ_j |v_k B_kj|) (see :func:`_rk4`).
     """
 
     method: int
@@ -168,6 +258,7 @@ class OdeGrid(NamedTuple):
     t: np.ndarray
     lo: np.ndarray
     theta: np.ndarray
+    stability: float
 
 
 class OdeWorkspace(NamedTuple):
@@ -202,16 +293,22 @@ class OdeWorkspace(NamedTuple):
 
 
 @theory_kernel()
-def _spectral_tables(rhos, delta, b, zeta):
-    """d(ρ) = ζδ + b²ρ, bρ and ζρ + b²ρ²/δ tabulated over the eigenvalues (docs/model.md §5.2)."""
+def _spectral_tables(model, rhos, delta, b, zeta):
+    """The density equations' tables over the eigenvalues: HMM d(ρ) = ζδ + b²ρ, bρ and
+    ζρ + b²ρ²/δ (docs/model.md §5.2); MOMENTS ρ_τ, δ^{-1/2} and ρ_τ (§10.5)."""
     D = rhos.shape[0]
     d_rho = np.empty(D)
     b_rho = np.empty(D)
     noise_rho = np.empty(D)
     for t in range(D):
-        d_rho[t] = zeta * delta + b * b * rhos[t]
-        b_rho[t] = b * rhos[t]
-        noise_rho[t] = zeta * rhos[t] + b * b * rhos[t] ** 2 / delta
+        if model == MOMENTS:
+            d_rho[t] = rhos[t]
+            b_rho[t] = 1.0 / math.sqrt(delta)
+            noise_rho[t] = rhos[t]
+        else:
+            d_rho[t] = zeta * delta + b * b * rhos[t]
+            b_rho[t] = b * rhos[t]
+            noise_rho[t] = zeta * rhos[t] + b * b * rhos[t] ** 2 / delta
     return d_rho, b_rho, noise_rho
 
 
@@ -223,12 +320,14 @@ def ode_parameters(model: int, K: int, T: np.ndarray, A: np.ndarray, *, lr: floa
 
     Parameters
     ----------
-    model : SCM or HMM.
+    model : SCM, HMM or MOMENTS.
     K : number of students.
     T, A : (M, M) teacher covariance and (M,) teacher second layer, C-contiguous float64.
     lr, g, sigma, train_v : learning rate, activation code, output noise, second layer trained.
-    rhos, Yr : HMM only: (D,) eigenvalues and (M, M, D) teacher term (D = 0 when omitted).
-    delta, b, zeta, c_f : HMM only: δ and the folding coefficients.
+    rhos, Yr : HMM and MOMENTS: (D,) eigenvalues and (M, M, D) teacher term (D = 0 when
+        omitted).
+    delta : HMM and MOMENTS: δ = D/N.
+    b, zeta, c_f : HMM only: the folding coefficients.
 
     Returns
     -------
@@ -238,12 +337,15 @@ def ode_parameters(model: int, K: int, T: np.ndarray, A: np.ndarray, *, lr: floa
     rhos = np.empty(0) if rhos is None else np.ascontiguousarray(rhos, dtype=np.float64)
     Yr = np.empty((M, M, 0)) if Yr is None else np.ascontiguousarray(Yr, dtype=np.float64)
     delta, b, zeta = float(delta), float(b), float(zeta)
-    d_rho, b_rho, noise_rho = _spectral_tables(rhos, delta, b, zeta)
+    d_rho, b_rho, noise_rho = _spectral_tables(int(model), rhos, delta, b, zeta)
+    rate = float(lr) if model == MOMENTS else float(lr) / delta
+    stiffness = rate * float(np.max(np.abs(d_rho))) if d_rho.size else 0.0
     return OdeParameters(model=int(model), K=int(K), M=int(M), D=int(rhos.shape[0]), rhos=rhos,
                          Yr=Yr, T=np.ascontiguousarray(T, dtype=np.float64),
                          A=np.ascontiguousarray(A, dtype=np.float64), lr=float(lr), delta=delta,
                          b=b, zeta=zeta, c_f=float(c_f), g=int(g), sigma=float(sigma),
-                         train_v=bool(train_v), d_rho=d_rho, b_rho=b_rho, noise_rho=noise_rho)
+                         train_v=bool(train_v), d_rho=d_rho, b_rho=b_rho, noise_rho=noise_rho,
+                         rate=rate, stiffness=stiffness)
 
 
 def _grid_positions(t: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
@@ -255,10 +357,12 @@ def _grid_positions(t: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
     return lo, theta
 
 
-def ode_grid(method: int, dt: float, t: np.ndarray) -> OdeGrid:
-    """The one constructor of :class:`OdeGrid`: integrator code, step and output times."""
+def ode_grid(method: int, dt: float, t: np.ndarray, stability: float = 0.0) -> OdeGrid:
+    """The one constructor of :class:`OdeGrid`: integrator code, step, output times and the
+    RK4 step's stability control (0: fixed steps)."""
     lo, theta = _grid_positions(t, dt)
-    return OdeGrid(method=int(method), dt=float(dt), t=t, lo=lo, theta=theta)
+    return OdeGrid(method=int(method), dt=float(dt), t=t, lo=lo, theta=theta,
+                   stability=float(stability))
 
 
 @theory_kernel()
@@ -570,12 +674,64 @@ def _hmm_rhs(y, dy, p, ws):
             noise[k, l] = lr * lr * v[k] * v[l] * (i4sum[k, l] + j2[k, l])
     _hmm_densities(p, ws, y[:KMD].reshape((K, M, D)), y[KMD:KMD + KKD].reshape((K, K, D)),
                    dy[:KMD].reshape((K, M, D)), dy[KMD:KMD + KKD].reshape((K, K, D)), v,
-                   lr / p.delta)
+                   p.rate)
     for k in range(K):
         for l in range(K):
             dW[k, l] = (lr * (v[k] * drift[k, l] + v[l] * drift[l, k])
                         + lr * lr * p.c_f * v[k] * v[l] * (i4sum[k, l] + j2[k, l]))
         dv[k] = lr * ws.i2u[k] if p.train_v else 0.0
+    return _all_finite(dy)
+
+
+@theory_kernel(reassociate=True)
+def _moments_closure(y, K, M, N, rhos, delta, Q, R):
+    """The closure Q = (1/N)Σ_τ ρ_τ q(τ), R = (1/(N√δ))Σ_τ r(τ) (docs/model.md §10.5), written
+    into ``Q`` and ``R`` from the Gaussian-equivalent state y."""
+    r = y[:K * M * N].reshape((K, M, N))
+    q = y[K * M * N:K * M * N + K * K * N].reshape((K, K, N))
+    for k in range(K):
+        for l in range(K):
+            acc = 0.0
+            for t in range(N):
+                acc += rhos[t] * q[k, l, t]
+            Q[k, l] = acc / N
+        for n in range(M):
+            acc = 0.0
+            for t in range(N):
+                acc += r[k, n, t]
+            R[k, n] = acc / N / math.sqrt(delta)
+
+
+@theory_kernel(inline=True)
+def _moments_rhs(y, dy, p, ws):
+    """Gaussian-equivalent ODE on the input covariance (docs/model.md §10.5): dy = F(y) on
+    y = [r (K·M·N), q (K·K·N), v (K)], with the density equations of the HMM ODE on the tables
+    ρ_τ, δ^{-1/2}, ρ_τ and rate η.
+
+    Returns False when the covariance is degenerate or dy is non-finite.
+    """
+    K, M, N, C, lr = p.K, p.M, p.D, ws.C, p.lr
+    KMN = K * M * N
+    KKN = K * K * N
+    _moments_closure(y, K, M, N, p.rhos, p.delta, C[:K, :K], C[:K, K:])
+    for n in range(M):
+        for k in range(K):
+            C[K + n, k] = C[k, K + n]
+        for m in range(M):
+            C[K + n, K + m] = p.T[n, m]
+    if not _covariance_ok(C, K, M, True):
+        return False
+    v = y[KMN + KKN:]
+    _field_integrals(p, ws, v)
+    _hmm_bracket(p, ws, v)
+    for k in range(K):
+        for l in range(K):
+            ws.noise[k, l] = lr * lr * v[k] * v[l] * (ws.i4sum[k, l] + ws.j2[k, l])
+    _hmm_densities(p, ws, y[:KMN].reshape((K, M, N)), y[KMN:KMN + KKN].reshape((K, K, N)),
+                   dy[:KMN].reshape((K, M, N)), dy[KMN:KMN + KKN].reshape((K, K, N)), v,
+                   p.rate)
+    for k in range(K):
+        dy[KMN + KKN + k] = lr * ws.i2u[k] if p.train_v else 0.0
     return _all_finite(dy)
 
 
@@ -587,23 +743,29 @@ def _rhs(y, dy, p, ws):
     (see the module's notes); both integrators call it."""
     if p.model == SCM:
         return _scm_rhs(y, dy, p, ws)
+    if p.model == MOMENTS:
+        return _moments_rhs(y, dy, p, ws)
     return _hmm_rhs(y, dy, p, ws)
 
 
 @theory_kernel()
 def _observe(p, y, out):
     """out = [Q (K·K), R (K·M), v (K), W (K·K), Σ (K·K)], all linear in the state y; False when
-    Q, R or v is non-finite. W and Σ are NaN for SCM."""
+    Q, R or v is non-finite. W and Σ are NaN for SCM and MOMENTS."""
     K, M = p.K, p.M
     KK, KM = K * K, K * M
     Q = out[:KK].reshape((K, K))
     R = out[KK:KK + KM].reshape((K, M))
     W = out[KK + KM + K:2 * KK + KM + K].reshape((K, K))
     Sigma = out[2 * KK + KM + K:].reshape((K, K))
-    if p.model == SCM:
-        out[:KK + KM + K] = y
+    if p.model != HMM:
         W[:, :] = math.nan
         Sigma[:, :] = math.nan
+    if p.model == SCM:
+        out[:KK + KM + K] = y
+    elif p.model == MOMENTS:
+        _moments_closure(y, K, M, p.D, p.rhos, p.delta, Q, R)
+        out[KK + KM:KK + KM + K] = y[K * M * p.D + K * K * p.D:]
     else:
         _hmm_closure(y, K, M, p.D, p.b, p.zeta, Q, R, Sigma)
         start = K * M * p.D + K * K * p.D
@@ -683,7 +845,12 @@ def _euler(p, grid, ws, y, obs, out, done):
 def _rk4(p, grid, ws, y, obs, out, done):
     """Classical RK4 steps of dt from y (overwritten), the last step before each output time
     shortened to land on it. Sets ``out`` and ``done`` for the rows filled; returns the failure
-    time or −1.0."""
+    time or −1.0.
+
+    With ``grid.stability`` > 0 each step h is also at most stability / (2 s b), s =
+    ``p.stiffness`` and b = max_k Σ_j |v_k B_kj| at the step's start (the bracket of its first
+    evaluation): 2 s b bounds the rate of the stiffest density mode (docs/model.md §10.5).
+    """
     dt = grid.dt
     k1 = np.empty_like(y)
     k2 = np.empty_like(y)
@@ -694,8 +861,10 @@ def _rk4(p, grid, ws, y, obs, out, done):
     for i in range(grid.t.shape[0]):
         target = grid.t[i]
         while target - t > GRID_TOLERANCE * dt:
-            h = min(dt, target - t)
             ok = _rhs(y, k1, p, ws)
+            h = min(dt, target - t)
+            if grid.stability > 0.0:
+                h = min(h, grid.stability / (2.0 * p.stiffness * _bracket_norm(ws, y, p)))
             if ok:
                 _axpy(stage, y, 0.5 * h, k1)
                 ok = _rhs(stage, k2, p, ws)
@@ -718,6 +887,19 @@ def _rk4(p, grid, ws, y, obs, out, done):
 
 
 @theory_kernel(inline=True)
+def _bracket_norm(ws, y, p):
+    """max_k Σ_j |v_k B_kj| from the bracket of the last evaluation (tiny when v = 0)."""
+    v = y[y.shape[0] - p.K:]
+    norm = 1e-300
+    for k in range(p.K):
+        acc = 0.0
+        for j in range(p.K):
+            acc += abs(v[k] * ws.Bmat[k, j])
+        norm = max(norm, acc)
+    return norm
+
+
+@theory_kernel(inline=True)
 def _axpy(out, y, c, k):
     """out = y + c·k, elementwise (no temporary array)."""
     for q in range(y.shape[0]):
@@ -730,6 +912,8 @@ class Trajectory:
     """An ODE solution on the output grid ``t``.
 
     Q (n, K, K), R (n, K, M), v (n, K), eg (n,); for the HMM ODE also W and Sigma (n, K, K).
+    dt is the (largest) step; with step control (Gaussian-equivalent RK4 at its default) steps
+    may be shorter.
     status is "ok", or "failed" when a non-finite value or a degenerate covariance appeared at
     t_failed (later rows are NaN).
     """
@@ -907,3 +1091,47 @@ def integrate_hmm(state: HmmInitialState, *, lr: float, delta: float, f: str = "
                        train_v=train_second_layer, rhos=state.rhos, Yr=Yr, delta=delta, b=b,
                        zeta=zeta, c_f=c_f)
     return _solve(p, ode_grid(method_code, dt, t), y0, method)
+
+
+def integrate_gaussian_equivalent(state: GaussianEquivalentState, *, lr: float, g: str = "erf",
+                                  train_second_layer: bool = False, dt: float | None = None,
+                                  t_max: float | None = None, t_eval=None,
+                                  method: str = DEFAULT_METHOD,
+                                  sigma: float = 0.0) -> Trajectory:
+    """Gaussian-equivalent ODE on the input covariance (docs/model.md §10.5; Goldt et al. 2021,
+    ``deepgen_ode.cpp``), with 𝓛_k[X, Y](τ) = v_k {ρ_τ Σ_j B_kj X^j + δ^{-1/2} Σ_n γ_kn Y^n}
+    (B, γ as in :func:`integrate_hmm`):
+
+    ∂_t r^{km}(τ) = η 𝓛_k[r^{jm}(τ), t̃^{nm}(τ)]
+    ∂_t q^{kl}(τ) = η {𝓛_k[q^{jl}(τ), r^{ln}(τ)] + 𝓛_l[q^{jk}(τ), r^{kn}(τ)]}
+                    + η² ρ_τ v_k v_l (𝓘4(k,l) + σ²J2(k,l))
+    dv_k/dt       = η [Σ_n A_n I2(k,n) − Σ_j v_j I2(k,j)]   (trained only)
+    with the closure Q = (1/N)Σ_τ ρ_τ q(τ), R = (1/(N√δ))Σ_τ r(τ).
+
+    Parameters
+    ----------
+    state : the state at t = 0 (:meth:`GaussianEquivalentState.from_moments`).
+    lr, g, train_second_layer, t_max, t_eval, sigma : as for :func:`integrate_scm`.
+    dt : the step; None for the method's default: Euler DEFAULT_DT (the published semantics),
+        RK4 MOMENTS_RK4_DT with every step capped for stability by the state's stiffness
+        (:func:`_rk4`). An explicit dt is used as given (fixed steps).
+    method : "euler" or "rk4".
+
+    Returns
+    -------
+    Trajectory
+        Without W and Sigma.
+    """
+    controlled = dt is None and method == "rk4"
+    if dt is None:
+        dt = MOMENTS_RK4_DT if method == "rk4" else DEFAULT_DT
+    method_code, g_code = _check_common(lr, dt, method, g, sigma)
+    if not isinstance(state, GaussianEquivalentState):
+        raise TypeError(f"state must be a GaussianEquivalentState, got {type(state).__name__}")
+    t = output_grid(dt, t_max, t_eval)
+    y0 = np.concatenate([state.r.ravel(), state.q.ravel(), state.v])
+    p = ode_parameters(MOMENTS, state.K, state.T, state.A, lr=lr, g=g_code, sigma=sigma,
+                       train_v=train_second_layer, rhos=state.rhos, Yr=state.t_tilde,
+                       delta=state.delta)
+    grid = ode_grid(method_code, dt, t, STABILITY if controlled else 0.0)
+    return _solve(p, grid, y0, method)
