@@ -104,6 +104,9 @@ def config_option(*decls: str, field: str, **kwargs):
                     "direction.")
 @config_option("--moment-samples", field="moment_samples", type=Count(1, MAX_MOMENT_SAMPLES),
                help="Monte Carlo samples of a matched law that has no exact form.")
+@config_option("--center-inputs/--no-center-inputs", field="center_inputs",
+               help="The student reads x - E x (E x exact where possible, else Monte Carlo "
+                    "with --moment-samples).")
 @config_option("--f", field="f", type=_choice(FOLDS),
                help="Folding function of the inputs x = f(Fc/sqrt(D)).")
 @config_option("--g", field="g", type=_choice(ACTIVATIONS),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis.activations import ACTIVATIONS, FOLDS
+from fastsgd.input_law import moments_method
 from fastsgd.matched import LATENT_LAWS, matched_method
 from fastsgd.sampling import MEAN_GEOMETRIES, STANDARDIZATIONS, TEACHERS, WEIGHT_SCHEMES
 from fastsgd.sgd import INPUT_MODELS
@@ -162,6 +163,7 @@ class SimConfig:
     latent: str = "mixture"
     teacher: str = "random"
     moment_samples: int = 1_000_000
+    center_inputs: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -204,8 +206,13 @@ class SimConfig:
         _choice(self.g, "g", ACTIVATIONS)
         _choice(self.precision, "precision", PRECISIONS)
         _choice(self.input_model, "input_model", INPUT_MODELS)
-        if not isinstance(self.train_second_layer, bool):
-            raise ConfigError("train_second_layer", "True or False", self.train_second_layer)
+        for name in ("train_second_layer", "center_inputs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, "True or False", getattr(self, name))
+        if self.center_inputs and self.input_model != "hmm":
+            raise ConfigError("center_inputs", "False with input_model = equivalent_gaussian",
+                              True, message="center_inputs needs input_model = hmm (the "
+                              "equivalent Gaussian inputs have the known mean a)")
         if self.standardize == "sample" and self.D < 2:
             raise ConfigError("standardize", "none, population or whiten when D = 1",
                               message="standardize = sample needs D >= 2, got D = 1")
@@ -329,7 +336,7 @@ class SimConfig:
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(SimConfig)}
 
 #: Fields added by docs/model.md §10: left out of the JSON (hash, file name) at their defaults.
-OMITTED_AT_DEFAULT = ("means", "latent", "teacher", "moment_samples")
+OMITTED_AT_DEFAULT = ("means", "latent", "teacher", "moment_samples", "center_inputs")
 
 #: The fields that define the latent law; a Gaussian latent has them at their defaults.
 LATENT_LAW_FIELDS = ("m", "alpha", "weights", "block_size", "standardize", "means", "latent",
@@ -363,7 +370,8 @@ def canonical(cfg: SimConfig) -> SimConfig:
     a sample-standardized exchangeable latent, N(0, D/(D − 1)·P), becomes that of the Gaussian
     latent (random teacher); moment_samples is reset where no Monte Carlo law uses it."""
     if cfg.moment_samples != DEFAULTS["moment_samples"] and not (
-            cfg.latent == "matched_gaussian" and cfg.matched_method == "monte_carlo"):
+            cfg.latent == "matched_gaussian" and cfg.matched_method == "monte_carlo"
+            or cfg.center_inputs and input_mean_method(cfg) == "monte_carlo"):
         cfg = cfg.replace(moment_samples=DEFAULTS["moment_samples"])   # unused by this law
     if cfg.latent != "matched_gaussian":
         return cfg
@@ -375,6 +383,12 @@ def canonical(cfg: SimConfig) -> SimConfig:
         # an exchangeable latent, sample-standardized: N(0, D/(D−1)·P) whatever the mixture
         return gaussian_latent(cfg, standardize="sample", latent="matched_gaussian")
     return cfg
+
+
+def input_mean_method(cfg: SimConfig) -> str:
+    """How a run's input moments are found (docs/model.md §10.5): "exact" or "monte_carlo"."""
+    return moments_method(cfg.m, cfg.block_size, cfg.D, cfg.standardize,
+                          cfg.latent == "matched_gaussian", cfg.f)
 
 
 def standard_normal_twin(cfg: SimConfig, **changes: Any) -> SimConfig:

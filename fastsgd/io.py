@@ -45,7 +45,7 @@ class OutputExistsError(FileExistsError):
 #: Fields named in a default output name only where they differ from their default.
 _EXTRA_FIELDS = ("precision", "input_model", "weights", "sigma", "sample_seed",
                  "first_seed_index", "train_second_layer", "means", "latent", "teacher",
-                 "moment_samples")
+                 "moment_samples", "center_inputs")
 
 
 def _name_parts(cfg: SimConfig) -> list[str]:
@@ -59,6 +59,8 @@ def _name_parts(cfg: SimConfig) -> list[str]:
             continue
         if name == "train_second_layer":
             parts.append("first-layer-only")
+        elif name == "center_inputs":
+            parts.append("centred")
         elif isinstance(value, tuple):
             parts.append("weights-explicit")
         elif isinstance(value, float):
@@ -153,7 +155,7 @@ def dataset_shapes(cfg: SimConfig, n_t: int) -> dict[str, tuple[tuple[int, ...],
     """Name → (shape, dtype) of every dataset of a run file."""
     S, K, M, N, D, m = cfg.seeds, cfg.K, cfg.M, cfg.N, cfg.D, cfg.m
     f8, i8 = "f8", "i8"
-    return {
+    shapes = {
         "seed_index": ((S,), i8),
         "step": ((n_t,), i8), "t": ((n_t,), f8),
         "Q": ((S, n_t, K, K), f8), "R": ((S, n_t, K, M), f8), "T": ((S, M, M), f8),
@@ -175,6 +177,9 @@ def dataset_shapes(cfg: SimConfig, n_t: int) -> dict[str, tuple[tuple[int, ...],
         "initial_state/T_tilde": ((S, M, M), f8), "initial_state/v": ((S, K), f8),
         "initial_state/A": ((S, M), f8),
     }
+    if cfg.center_inputs:   # docs/model.md §10.5
+        shapes.update({"input_mean": ((S, N), f8), "mean_fields": ((S, n_t, K), f8)})
+    return shapes
 
 
 #: Per-record datasets: name → key of the record dictionary.
@@ -182,7 +187,7 @@ RECORD_DATASETS = {
     "Q": "Q", "R": "R", "v": "v", "W": "W", "Sigma": "Sigma", "eg": "eg", "eg_mc": "eg_mc",
     "empirical/Q": "emp_Q", "empirical/R": "emp_R", "empirical/T": "emp_T",
     "empirical/lambda_mean": "lambda_mean", "empirical/lambda_skewness": "lambda_skewness",
-    "empirical/lambda_kurtosis": "lambda_kurtosis",
+    "empirical/lambda_kurtosis": "lambda_kurtosis", "mean_fields": "mean_fields",
 }
 
 #: Datasets added after format_version 1 was fixed: a file made before them loads with NaN.
@@ -239,7 +244,8 @@ class RunWriter:
         """Write record ``row`` of seed position i, bump n_records and flush."""
         with self.lock:
             for name, key in RECORD_DATASETS.items():
-                self.file[name][i, row] = record[key]
+                if key in record:
+                    self.file[name][i, row] = record[key]
             self.file["n_records"][i] = row + 1
             self.file.flush()
 
@@ -289,6 +295,8 @@ class Run:
     final_w: np.ndarray
     final_v: np.ndarray
     initial: dict[str, np.ndarray] = field(repr=False)
+    input_mean: np.ndarray | None = None     # (S, N) E x of a center_inputs run (§10.5)
+    mean_fields: np.ndarray | None = None    # (S, n_t, K) w_k·E x/√N, center_inputs only
 
     def initial_state(self, seed_index: int) -> HmmInitialState:
         """The HMM ODE's initial state of the seed at position ``seed_index`` in this file."""
@@ -349,4 +357,5 @@ def load(path: str | os.PathLike) -> Run:
         mixture_means=data["mixture/means"], mixture_weights=data["mixture/weights"],
         final_w=data["final/w"], final_v=data["final/v"],
         initial={k.split("/", 1)[1]: data[k] for k in data if k.startswith("initial_state/")},
+        input_mean=data.get("input_mean"), mean_fields=data.get("mean_fields"),
     )

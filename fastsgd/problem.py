@@ -18,6 +18,8 @@ from analysis.activations import (ACTIVATION_CODES, FOLD_CODES, activation_array
 from analysis.ode import HmmInitialState
 from fastsgd.config import ConfigError, SimConfig
 from fastsgd.observables import centred_covariance, spectral_initial_state
+from fastsgd.input_law import Stopped as InputMomentsStopped
+from fastsgd.input_law import input_moments
 from fastsgd.matched import MatchedLaw, matched_law
 from fastsgd.matched import Stopped as MomentsStopped
 from fastsgd.sampling import (LatentLaw, Mixture, aligned_direction, draw_mixture,
@@ -56,6 +58,7 @@ class SeedProblem(SeedDraws):
     offset: np.ndarray | None     # (N + M,) for a matched latent with m_c ≠ 0, else None
     law: LatentLaw
     matched: MatchedLaw | None
+    input_mean: np.ndarray | None  # (N,) E x, subtracted from every input (center_inputs)
     test_inputs: np.ndarray       # (P, N) int8 (sign) or float64
     test_nu: np.ndarray           # (P, M)
     test_y: np.ndarray            # (P,) noiseless labels
@@ -63,8 +66,8 @@ class SeedProblem(SeedDraws):
 
 
 def exact_int8_test_inputs(cfg: SimConfig) -> bool:
-    """Sign-folded HMM inputs are stored as int8: exact, and 8× smaller."""
-    return cfg.f == "sign" and cfg.input_model == "hmm"
+    """Sign-folded, uncentred HMM inputs are stored as int8: exact, and 8× smaller."""
+    return cfg.f == "sign" and cfg.input_model == "hmm" and not cfg.center_inputs
 
 
 def seed_latent_law(cfg: SimConfig, mixture: Mixture) -> LatentLaw:
@@ -126,6 +129,20 @@ def _operand(cfg: SimConfig, draws: SeedDraws, streams: SeedStreams,
     return law.apply_transpose(base), offset, law
 
 
+def seed_input_mean(cfg: SimConfig, draws: SeedDraws, matched: MatchedLaw | None,
+                    streams: SeedStreams, stop: threading.Event | None) -> np.ndarray | None:
+    """E x of the seed's inputs for center_inputs (docs/model.md §10.5; Monte Carlo from
+    (s,6,1) where no exact form applies), else None."""
+    if not cfg.center_inputs:
+        return None
+    try:
+        return input_moments(draws.mixture, cfg.standardize, matched, draws.features, cfg.f,
+                             streams.input_moments, cfg.moment_samples, mean_only=True,
+                             stop=stop)
+    except InputMomentsStopped:
+        raise Stopped from None
+
+
 def build_problem(cfg: SimConfig, streams: SeedStreams,
                   stop: threading.Event | None = None) -> SeedProblem:
     """Draw one seed's fixed quantities in the stream order of docs/model.md §3.3 and its test set.
@@ -136,6 +153,7 @@ def build_problem(cfg: SimConfig, streams: SeedStreams,
     N, M, P = cfg.N, cfg.M, cfg.test_size
     draws = _draw(cfg, streams)
     generator, offset, matched = _operand(cfg, draws, streams, stop)
+    input_mean = seed_input_mean(cfg, draws, matched, streams, stop)
     law = seed_latent_law(cfg, draws.mixture)
     latent = np.empty((min(P, TEST_CHUNK), cfg.D))
     equivalent = cfg.input_model == "equivalent_gaussian"
@@ -152,10 +170,12 @@ def build_problem(cfg: SimConfig, streams: SeedStreams,
             fill_standard_normal(streams.test_xi, xi[:end - start])
         U = latents_to_fields(chunk, generator, offset)
         test_inputs[start:end] = make_inputs(cfg, U, xi[:end - start] if equivalent else None)
+        if input_mean is not None:
+            test_inputs[start:end] -= input_mean
         test_nu[start:end] = U[:, N:]
     test_y = activation_array(test_nu, ACTIVATION_CODES[cfg.g], np.empty_like(test_nu)) @ draws.A
     return SeedProblem(draws.features, draws.teacher, draws.A, draws.mixture, draws.w, draws.v,
-                       generator, offset, law, matched, test_inputs, test_nu, test_y,
+                       generator, offset, law, matched, input_mean, test_inputs, test_nu, test_y,
                        centred_covariance(test_nu, test_nu))
 
 

@@ -42,11 +42,14 @@ def take_record(cfg: SimConfig, problem: SeedProblem, w: np.ndarray, v: np.ndarr
     lam = student_fields(problem.test_inputs, w)
     stats = test_set_statistics(lam, problem.test_nu, problem.test_y, v,
                                 ACTIVATION_CODES[cfg.g])
-    return {"Q": ops["Q"], "R": ops["R"], "W": ops["W"], "Sigma": ops["Sigma"], "v": v,
-            "eg": eg, "eg_mc": stats["eg_mc"], "emp_Q": stats["Q"], "emp_R": stats["R"],
-            "emp_T": problem.test_T, "lambda_mean": stats["lambda_mean"],
-            "lambda_skewness": stats["lambda_skewness"],
-            "lambda_kurtosis": stats["lambda_kurtosis"]}
+    record = {"Q": ops["Q"], "R": ops["R"], "W": ops["W"], "Sigma": ops["Sigma"], "v": v,
+              "eg": eg, "eg_mc": stats["eg_mc"], "emp_Q": stats["Q"], "emp_R": stats["R"],
+              "emp_T": problem.test_T, "lambda_mean": stats["lambda_mean"],
+              "lambda_skewness": stats["lambda_skewness"],
+              "lambda_kurtosis": stats["lambda_kurtosis"]}
+    if problem.input_mean is not None:   # the fields the centring removes: w_k·E x/√N
+        record["mean_fields"] = w @ problem.input_mean / math.sqrt(cfg.N)
+    return record
 
 
 @dataclass
@@ -102,6 +105,8 @@ class SeedRunner:
                        "empirical/nu_kurtosis": nu_kurtosis,
                        "mixture/means": problem.mixture.means,
                        "mixture/weights": problem.mixture.weights})
+        if problem.input_mean is not None:
+            values["input_mean"] = problem.input_mean
         self.writer.write(self.i, values)
 
     def _new_block(self) -> _Block:
@@ -139,7 +144,7 @@ class SeedRunner:
         block = self._new_block()
         params = sgd_parameters(problem.A, f=cfg.f, g=cfg.g, lr=cfg.lr,
                                 train_second_layer=cfg.train_second_layer,
-                                input_model=cfg.input_model)
+                                input_model=cfg.input_model, input_mean=problem.input_mean)
         records = _RecordCursor(self, problem, w, v)
         step = 0
         while step < cfg.steps:

@@ -40,6 +40,8 @@ class SgdParameters(NamedTuple):
     fold_a: float            # a, b, √ζ of f: the equivalent Gaussian inputs a + b·u + √ζ·ξ
     fold_b: float
     fold_noise: float
+    center: bool             # the student reads x − E x (docs/model.md §10.5)
+    input_mean: np.ndarray   # (N,) E x when centring, else (0,)
 
 
 class SgdBuffers(NamedTuple):
@@ -54,13 +56,16 @@ class SgdBuffers(NamedTuple):
 
 
 def sgd_parameters(A: np.ndarray, *, f: str, g: str, train_second_layer: bool, lr: float,
-                   input_model: str) -> SgdParameters:
-    """The kernel's options as runtime codes, with the folding coefficients of f."""
+                   input_model: str, input_mean: np.ndarray | None = None) -> SgdParameters:
+    """The kernel's options as runtime codes, with the folding coefficients of f and, for
+    centred inputs, E x."""
     a, b, _, zeta = folding_coefficients(f)
+    center = input_mean is not None
+    mean = np.ascontiguousarray(input_mean, dtype=np.float64) if center else np.empty(0)
     return SgdParameters(A=A, f_code=FOLD_CODES[f], g_code=ACTIVATION_CODES[g],
                          train_second_layer=bool(train_second_layer), lr=float(lr),
                          input_model=INPUT_MODEL_CODES[input_model], fold_a=a, fold_b=b,
-                         fold_noise=math.sqrt(zeta))
+                         fold_noise=math.sqrt(zeta), center=center, input_mean=mean)
 
 
 def sgd_buffers(rows: int, N: int, K: int, equivalent_gaussian: bool) -> SgdBuffers:
@@ -93,7 +98,7 @@ def sgd_steps(U, row_start, row_stop, w, v, params, buffers):
     """Run one SGD step for each row ``row_start … row_stop − 1`` of the block ``U``.
 
     For each row (sample μ):
-      x = f(u)  (hmm)  or  x = a + b·u + √ζ·ξ  (equivalent_gaussian),
+      x = f(u)  (hmm)  or  x = a + b·u + √ζ·ξ  (equivalent_gaussian),  minus E x if centring,
       ν_n = U[row, N + n],  y = Σ_n A_n g(ν_n) + σξ_y,
       λ_k = w_k·x/√N,  ŷ = Σ_k v_k g(λ_k),  Δ = y − ŷ,
       w_k ← w_k + (η/√N) v_k Δ g'(λ_k) x,
@@ -127,6 +132,9 @@ def sgd_steps(U, row_start, row_stop, w, v, params, buffers):
             for i in range(N):
                 x[i] = (params.fold_a + params.fold_b * np.float64(U[row, i])
                         + params.fold_noise * buffers.xi[row, i])
+        if params.center:
+            for i in range(N):
+                x[i] -= params.input_mean[i]
         y = buffers.label_noise[row]
         for n in range(M):
             y += A[n] * activation(np.float64(U[row, N + n]), g_code)

@@ -37,6 +37,7 @@ class SeedStreams:
     test_labels: np.random.Generator
     test_xi: np.random.Generator
     matched_moments: np.random.Generator   # (s,6,0), entropy ``seed`` (§10.2)
+    input_moments: np.random.Generator     # (s,6,1), entropy ``seed`` (§10.5)
 
     @classmethod
     def for_seed(cls, seed: int, sample_entropy: int, s: int) -> "SeedStreams":
@@ -53,4 +54,5 @@ class SeedStreams:
             test_labels=stream(sample_entropy, s, TEST, 1),
             test_xi=stream(sample_entropy, s, TEST, 2),
             matched_moments=stream(seed, s, MOMENTS, MATCHED_LAW),
+            input_moments=stream(seed, s, MOMENTS, INPUT_MOMENTS),
         )

@@ -202,9 +202,10 @@ def shape(a):
     return (d ** 3).mean(0) / var ** 1.5, (d ** 4).mean(0) / var ** 2 - 3
 
 
-def simulate(cfg, seed_index=0, trace=False):
+def simulate(cfg, seed_index=0, trace=False, input_mean=None):
     """Run seed index ``seed_index`` of ``cfg``: the records, final weights and, with ``trace``,
-    ŷ, λ, w and v after every step."""
+    ŷ, λ, w and v after every step. With center_inputs every input has ``input_mean`` (E x, the
+    kernel side's value: its formulas are tested in test_input_law.py) subtracted."""
     N, D, K, M = cfg.N, cfg.D, cfg.K, cfg.M
     s = seed_index
     ent = cfg.seed if cfg.sample_seed is None else cfg.sample_seed
@@ -229,8 +230,13 @@ def simulate(cfg, seed_index=0, trace=False):
     zeta = c_f - a * a - b * b
     eq = cfg.input_model == "equivalent_gaussian"
 
+    centre = np.zeros(N)
+    if cfg.center_inputs:
+        assert input_mean is not None, "center_inputs: give the seed's input_mean"
+        centre = np.asarray(input_mean)
+
     def inputs(u, xi):
-        return a + b * u + math.sqrt(zeta) * xi if eq else fold(u, cfg.f)
+        return (a + b * u + math.sqrt(zeta) * xi if eq else fold(u, cfg.f)) - centre
 
     # test set, drawn once: latents (P, D), label uniforms (P, D/B), ξ (P, N)
     r_tl, r_tlab, r_txi = gen(ent, s, 5, 0), gen(ent, s, 5, 1), gen(ent, s, 5, 2)
@@ -259,7 +265,7 @@ def simulate(cfg, seed_index=0, trace=False):
                 "eg_mc": 0.5 * np.mean((yhat - yt) ** 2), "empirical/Q": lc.T @ lc / P,
                 "empirical/R": lc.T @ nc / P, "empirical/T": nc.T @ nc / P,
                 "empirical/lambda_mean": lam.mean(0), "empirical/lambda_skewness": skew,
-                "empirical/lambda_kurtosis": kurt}
+                "empirical/lambda_kurtosis": kurt, "mean_fields": w @ centre / math.sqrt(N)}
 
     log_points = (np.geomspace(1, cfg.steps, cfg.records - 1) if cfg.records > 2
                   else np.array([cfg.steps]))  # one point: the last step (docs/model.md §3.4)

@@ -44,6 +44,13 @@ EXTRA_CASES = [
     dict(f="linear", g="erf", m=3, standardize="population", latent="matched_gaussian",
          block_size=4),
     dict(f="erf", g="linear", m=3, standardize="population", latent="matched_gaussian"),
+    # centred inputs (§10.5): E x exact per label, by Monte Carlo (B < D; relu), matched
+    dict(f="sign", g="erf", m=3, standardize="population", center_inputs=True),
+    dict(f="erf", g="erf", m=3, standardize="whiten", block_size=4, center_inputs=True,
+         moment_samples=20_000),
+    dict(f="relu", g="erf", center_inputs=True, moment_samples=20_000),
+    dict(f="sign", g="relu", m=3, standardize="none", latent="matched_gaussian",
+         center_inputs=True, train_second_layer=False),
 ]
 
 
@@ -79,15 +86,15 @@ def test_every_step_matches_reference(case):
     """w, v, λ, ŷ after each of the first 1000 steps, the kernel fed block by block."""
     steps = 1000
     cfg = make_config(case, steps=steps, records=2)
-    ref = naive.simulate(cfg, trace=True)
     streams = SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, 0)
     problem = build_problem(cfg, streams)
+    ref = naive.simulate(cfg, trace=True, input_mean=problem.input_mean)
     w, v = problem.w.copy(), problem.v.copy()
     latent = np.empty((GEN_BLOCK, cfg.D))
     equivalent = cfg.input_model == "equivalent_gaussian"
     params = sgd_parameters(problem.A, f=cfg.f, g=cfg.g, lr=cfg.lr,
                             train_second_layer=cfg.train_second_layer,
-                            input_model=cfg.input_model)
+                            input_model=cfg.input_model, input_mean=problem.input_mean)
     buffers = sgd_buffers(GEN_BLOCK, cfg.N, cfg.K, equivalent)
     for block_start in range(0, steps, GEN_BLOCK):
         sample_latent(streams.train_latent, streams.train_labels, latent, problem.law)
@@ -117,10 +124,11 @@ def test_records_match_reference(case, tmp_path):
     """Every recorded observable of a 10⁴-step run, and the final weights."""
     cfg = make_config(case, steps=10_000, records=25)
     run = simulate(cfg, out=tmp_path / "run.h5", threads=1)
-    ref = naive.simulate(cfg)
+    ref = naive.simulate(cfg, input_mean=None if run.input_mean is None else run.input_mean[0])
     assert run.status == ["ok"]
+    assert (run.input_mean is None) == (not cfg.center_inputs)
     np.testing.assert_array_equal(run.step, ref["step"])
-    for name in RECORDED:
+    for name in RECORDED + (["mean_fields"] if cfg.center_inputs else []):
         actual = run.empirical[name.split("/")[1]] if "/" in name else getattr(run, name)
         assert_close(actual[0], ref[name], name)
     assert_close(run.final_w[0], ref["final/w"], "final w")
