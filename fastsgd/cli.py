@@ -13,7 +13,7 @@ import sys
 import click
 
 from analysis.activations import ACTIVATIONS, FOLDS
-from analysis.ode import METHODS
+from analysis.ode import METHODS, MOMENTS_RK4_DT
 from fastsgd.config import (DEFAULTS, MAX_BLAS_THREADS, MAX_DIM, MAX_MOMENT_SAMPLES,
                             MAX_RECORDS, MAX_SEED, MAX_SEEDS, MAX_STEPS, MAX_TEST_SIZE,
                             MAX_UNITS, PRECISIONS, ConfigError, SimConfig, parse_count)
@@ -21,9 +21,11 @@ from fastsgd.io import OutputExistsError
 from fastsgd.matched import LATENT_LAWS
 from fastsgd.sampling import MEAN_GEOMETRIES, STANDARDIZATIONS, TEACHERS, WEIGHT_SCHEMES
 from fastsgd.sgd import INPUT_MODELS
-from fastsgd.theory import DEFAULT_DT, DEFAULT_METHOD, DEFAULT_T_MIN
+from fastsgd.theory import DEFAULT_DT, DEFAULT_METHOD, DEFAULT_T_MIN, THEORIES
 
 EXIT_OK, EXIT_WRITE, EXIT_USAGE, EXIT_DIVERGED, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
+DT_HELP = (f"[default: {DEFAULT_DT:g}; moments theory with rk4: {MOMENTS_RK4_DT:g}, each step "
+           "capped by the state's stiffness]")
 
 
 class Count(click.ParamType):
@@ -207,35 +209,50 @@ def _positive_dt(dt: float) -> float:
 @click.argument("run_path", metavar="RUN.h5", type=click.Path(dir_okay=False))
 @click.option("--seed-index", default="all", show_default=True,
               help="'all' or comma-separated seed indices of the run.")
-@click.option("--dt", type=Real(), default=DEFAULT_DT, show_default=True, help="ODE time step.")
+@click.option("--theory", type=_choice(THEORIES), default="hmm", show_default=True,
+              help="hmm: the N(0, I) hidden-manifold ODE; moments: the Gaussian-equivalent ODE "
+                   "on the run's own input moments.")
+@click.option("--dt", type=Real(), default=None, help=DT_HELP)
 @click.option("--method", type=_choice(METHODS), default=DEFAULT_METHOD, show_default=True,
               help="euler (the published integrators' semantics) or rk4.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output ODE.h5.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
-def ode(run_path, seed_index, dt, method, out, overwrite) -> None:
-    """Integrate every seed's HMM ODE from its exact initial state on the run's time grid."""
+def ode(run_path, seed_index, theory, dt, method, out, overwrite) -> None:
+    """Integrate every seed's ODE (HMM or moments theory) on the run's time grid."""
     from pathlib import Path
 
-    from fastsgd.theory import TheoryUnavailable, integrate_run, write_ode_file
+    from fastsgd.theory import TheoryUnavailable, integrate_run, moments_odes, write_ode_file
 
     run = _load_run(run_path)
     positions = _seed_positions(run, seed_index)
-    _positive_dt(dt)
+    if dt is not None:
+        _positive_dt(dt)
     out_path = Path(out)
     if out_path.exists() and not overwrite:
         raise click.UsageError(f"--out: {out_path} exists; pass --overwrite to replace it")
     if not out_path.parent.is_dir():
         raise click.UsageError(f"--out: the folder {str(out_path.parent)!r} does not exist")
+    moments = None
     try:
-        trajectories = integrate_run(run, positions, dt=dt, method=method)
+        if theory == "moments":
+            moments = moments_odes(run, positions, dt=dt, method=method)
+            trajectories = moments.trajectories
+        else:
+            trajectories = integrate_run(run, positions, dt=dt, method=method)
     except TheoryUnavailable as exc:
         raise click.UsageError(f"{exc} (fastsgd compare --reference)") from None
-    write_ode_file(out_path, run, positions, trajectories, dt=dt, method=method,
-                   overwrite=overwrite)
+    control = theory == "moments" and dt is None and method == "rk4"
+    step = trajectories[0].dt
+    write_ode_file(out_path, run, positions, trajectories, dt=step, method=method,
+                   overwrite=overwrite, theory=theory, moments=moments, step_control=control)
     failed = [int(run.seed_index[i]) for i, tr in zip(positions, trajectories)
               if tr.status != "ok"]
-    click.echo(f"wrote {out_path} ({len(positions)} seed(s), {method}, dt = {dt:g})"
+    click.echo(f"wrote {out_path} ({len(positions)} seed(s), {theory} theory, {method}, dt = "
+               f"{'≤ ' if control else ''}{step:g})"
                + (f"; ODE failed for seed index(es) {failed}" if failed else ""))
+    if moments is not None and moments.moments_method != "exact":
+        click.echo(f"moments: Monte Carlo ({moments.samples} samples); estimated error of eg "
+                   f"per seed: {', '.join(f'{e:.2g}' for e in moments.error)}")
 
 
 @cli.command()
@@ -247,14 +264,17 @@ def ode(run_path, seed_index, dt, method, out, overwrite) -> None:
 @click.option("--floor", type=click.Path(dir_okay=False),
               help="The Gaussian-latent floor run: adds its deviation and the verdict.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG of the trajectories.")
-@click.option("--dt", type=Real(), default=DEFAULT_DT, show_default=True,
-              help="ODE time step when the ODE is integrated on the fly.")
+@click.option("--theory", type=_choice(THEORIES), default=None,
+              help="The ODE's theory (hmm or moments).  [default: the ODE file's, else hmm]")
+@click.option("--dt", type=Real(), default=None,
+              help="ODE time step when the ODE is integrated on the fly.  " + DT_HELP)
 @click.option("--method", type=_choice(METHODS), default=DEFAULT_METHOD, show_default=True)
 @click.option("--t-min", type=Real(), default=DEFAULT_T_MIN, show_default=True,
               help="Start of the deviation window.")
 @click.option("--t-max", type=Real(), default=None,
               help="End of the deviation window.  [default: last time covered by both]")
-def compare(run_path, ode_path, reference, floor, plot, dt, method, t_min, t_max) -> None:
+def compare(run_path, ode_path, reference, floor, plot, theory, dt, method, t_min,
+            t_max) -> None:
     """Print the deviation of a run from its theory (mean ± s.e.m. over seeds)."""
     from pathlib import Path
 
@@ -263,7 +283,10 @@ def compare(run_path, ode_path, reference, floor, plot, dt, method, t_min, t_max
 
     if ode_path and reference:
         raise click.UsageError("give ODE.h5 or --reference, not both")
-    _positive_dt(dt)
+    if reference and theory:
+        raise click.UsageError("give --theory or --reference, not both")
+    if dt is not None:
+        _positive_dt(dt)
     if plot and not Path(plot).resolve().parent.is_dir():
         raise click.UsageError(f"--plot: the folder {str(Path(plot).parent)!r} does not exist")
     run = _load_run(run_path)
@@ -271,7 +294,7 @@ def compare(run_path, ode_path, reference, floor, plot, dt, method, t_min, t_max
     floor_run = _load_run(floor, "--floor") if floor else None
     try:
         theory = theory_for(run, ode_file=ode_path, reference=reference_run, dt=dt,
-                            method=method)
+                            method=method, theory=theory)
         result = compare_run(run, theory, floor=floor_run, t_min=t_min, t_max=t_max)
     except TheoryUnavailable as exc:
         raise click.UsageError(f"{exc} (--reference)") from None
@@ -281,6 +304,10 @@ def compare(run_path, ode_path, reference, floor, plot, dt, method, t_min, t_max
         raise click.UsageError(str(exc)) from None
     kind = "ODE" if theory.kind == "ode" else "reference run"
     click.echo(format_table(result.table, f"{run.path}: deviation from {theory.source} ({kind})"))
+    error = theory.moments_error
+    if error is not None and any(e == e for e in error):   # NaN: exact moments
+        click.echo(f"Monte Carlo moments: estimated error of the theory's eg per seed "
+                   f"{', '.join(f'{e:.2g}' for e in error)}")
     if floor_run is not None:
         click.echo("")
         click.echo(format_table(result.floor_table, f"floor {floor_run.path}"))

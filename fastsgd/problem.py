@@ -19,7 +19,7 @@ from analysis.ode import HmmInitialState
 from fastsgd.config import ConfigError, SimConfig
 from fastsgd.observables import centred_covariance, spectral_initial_state
 from fastsgd.input_law import Stopped as InputMomentsStopped
-from fastsgd.input_law import input_moments
+from fastsgd.input_law import InputMoments, input_moments
 from fastsgd.matched import MatchedLaw, matched_law
 from fastsgd.matched import Stopped as MomentsStopped
 from fastsgd.sampling import (LatentLaw, Mixture, aligned_direction, draw_mixture,
@@ -183,6 +183,22 @@ def problem_initial_state(problem: SeedDraws) -> HmmInitialState:
     """The HMM ODE's exact initial state of a seed's draws or built problem (§4.4)."""
     return spectral_initial_state(problem.features, problem.w, problem.teacher, problem.v,
                                   problem.A)
+
+
+def seed_moments(cfg: SimConfig, seed_index: int, stop: threading.Event | None = None
+                 ) -> tuple[SeedDraws, InputMoments]:
+    """Seed index ``seed_index``'s draws (streams (s,0) … (s,3)) and its input moments (§10.5):
+    exact where :func:`fastsgd.input_law.moments_method` says so, else Monte Carlo from (s,6,1)
+    with ``cfg.moment_samples`` samples (a matched law by Monte Carlo from (s,6,0) first)."""
+    streams = SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, int(seed_index))
+    draws = _draw(cfg, streams)
+    _, _, matched = _operand(cfg, draws, streams, stop)
+    try:
+        moments = input_moments(draws.mixture, cfg.standardize, matched, draws.features, cfg.f,
+                                streams.input_moments, cfg.moment_samples, stop=stop)
+    except InputMomentsStopped:
+        raise Stopped from None
+    return draws, moments
 
 
 def initial_state(cfg: SimConfig, seed_index: int | None = None) -> HmmInitialState:

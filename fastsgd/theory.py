@@ -1,9 +1,11 @@
 """A run against its theory: the one API behind ``fastsgd ode``, ``fastsgd compare`` and the
-sweep (docs/model.md §6, §8.1).
+sweep (docs/model.md §6, §8.1, §10.5).
 
 A theory is one of three (:class:`TheoryCurves`, chosen by :func:`theory_for`): the ODE of every
 seed integrated on the fly, an ODE file written by ``fastsgd ode``, or a reference run paired by
-seed index. :func:`compare_run` gives a run's per-seed deviations from its theory and, with a
+seed index. The ODE is the HMM ODE on the N(0, I) spectral state (theory "hmm", §5.2) or the
+Gaussian-equivalent ODE on the run's own input moments (theory "moments", §10.5, with
+:func:`moments_odes`). :func:`compare_run` gives a run's per-seed deviations from its theory and, with a
 floor run, the floor's deviations from the same kind of theory and the universality verdict
 (:class:`Comparison`).
 """
@@ -21,7 +23,8 @@ import numpy as np
 from analysis.activations import folding_coefficients
 from analysis.deviation import (DEFAULT_T_MIN, Aggregate, Verdict, aggregate, eg_deviation,
                                 op_deviation, universality_verdict)
-from analysis.ode import DEFAULT_DT, DEFAULT_METHOD, Trajectory, integrate_hmm
+from analysis.ode import (DEFAULT_DT, DEFAULT_METHOD, GaussianEquivalentState, Trajectory,
+                          integrate_gaussian_equivalent, integrate_hmm)
 from fastsgd.config import ConfigError
 from fastsgd.io import OutputExistsError, Run, RunFileError
 
@@ -31,6 +34,14 @@ ODE_INPUT_MODELS = ("hmm", "equivalent_gaussian")
 #: verdict uses (the real error under the run's own latent law, docs/model.md §6).
 QUANTITIES = ("eg_mc", "eg", "Q", "R", "v", "empirical/Q", "empirical/R")
 VERDICT_QUANTITY = "eg_mc"
+#: The theories an ODE can come from (docs/model.md §10.5), and the quantities compared with
+#: each: the moments theory predicts the real fields, so /eg, /Q and /R (the N(0, I)
+#: Gaussian-equivalent values) are not compared with it.
+THEORIES = ("hmm", "moments")
+THEORY_QUANTITIES = {"hmm": QUANTITIES,
+                     "moments": ("eg_mc", "v", "empirical/Q", "empirical/R")}
+#: ‖E x‖² below this counts as E x = 0 for an uncentred run (docs/model.md §10.5).
+INPUT_MEAN_TOLERANCE = 1e-12
 
 
 class TheoryUnavailable(ValueError):
@@ -69,43 +80,166 @@ class TheoryCurves:
     dt: float | None = None        # the ODE's step and method, when it is an ODE
     method: str | None = None
     reference: Run | None = None   # the reference run, when it is one
+    theory: str = "hmm"            # the ODE's theory (THEORIES); "hmm" for a reference run
+    moments_error: np.ndarray | None = None   # (S,) Monte Carlo error on ε_g (moments)
+    step_control: bool = False     # RK4 steps ≤ dt, capped by the state's stiffness (moments)
 
 
-def integrate_run(run, seed_positions=None, *, dt: float = DEFAULT_DT,
-                  method: str = DEFAULT_METHOD) -> list[Trajectory]:
-    """The HMM ODE of each seed from its /initial_state, on the run's /t grid, with every
-    dynamics option of the run's config (lr, δ = D/N, f, g, train_second_layer, sigma)."""
+def integrate_run(run, seed_positions=None, *, dt: float | None = None,
+                  method: str = DEFAULT_METHOD, theory: str = "hmm") -> list[Trajectory]:
+    """The ODE of each seed on the run's /t grid, with every dynamics option of the run's config
+    (lr, δ = D/N, f, g, train_second_layer, sigma): the HMM ODE from its /initial_state
+    (dt default DEFAULT_DT), or the moments theory (:func:`moments_odes`; dt default: the
+    method's own)."""
+    if theory == "moments":
+        return moments_odes(run, seed_positions, dt=dt, method=method).trajectories
+    _check_theory(theory)
     cfg = run.config
     check_ode_applies(cfg)
     positions = range(len(run.status)) if seed_positions is None else seed_positions
     return [integrate_hmm(run.initial_state(i), lr=cfg.lr, delta=cfg.D / cfg.N, f=cfg.f,
-                          g=cfg.g, train_second_layer=cfg.train_second_layer, dt=dt,
-                          t_eval=run.t, method=method, sigma=cfg.sigma)
+                          g=cfg.g, train_second_layer=cfg.train_second_layer,
+                          dt=DEFAULT_DT if dt is None else dt, t_eval=run.t, method=method,
+                          sigma=cfg.sigma)
             for i in positions]
 
 
+def _check_theory(theory: str) -> None:
+    if theory not in THEORIES:
+        raise ValueError(f"theory must be one of {', '.join(THEORIES)}, got {theory!r}")
+
+
+# ---------------------------------------------------------------------- the moments theory
+@dataclass
+class MomentsOdes:
+    """The moments theory's ODE for some seeds of a run (docs/model.md §10.5).
+
+    ``error[i]``: for Monte Carlo moments, max_t |ε_g(half 1) − ε_g(half 2)|/2, the estimated
+    error of ε_g from the moments' sampling (NaN for exact moments); ``mean_fields[i]`` (n_t, K):
+    the run's w_k·E x/√N per record (0 where E x = 0)."""
+
+    trajectories: list[Trajectory]
+    moments_method: str
+    samples: int
+    error: np.ndarray
+    mean_fields: np.ndarray
+
+
+def latent_mean_vanishes(cfg) -> bool:
+    """E c = 0 for the standardized latent (or its matched twin): population and whiten; sample
+    with scalar means (exchangeable coordinates); any latent with α = 0 but none with m > 1."""
+    if cfg.standardize in ("population", "whiten"):
+        return True
+    if cfg.alpha == 0.0:
+        return True
+    return cfg.standardize == "sample" and cfg.means == "scalar"
+
+
+def _symmetric_odd(cfg) -> bool:
+    """E x = 0 exactly: a centred latent that is one Gaussian (c and −c have one law) and an odd
+    fold."""
+    one_gaussian = cfg.latent == "matched_gaussian" or cfg.m == 1 or cfg.alpha == 0.0
+    return one_gaussian and latent_mean_vanishes(cfg) and cfg.f != "relu"
+
+
+def check_moments_theory_applies(cfg) -> None:
+    """Refuse, naming the option, what the moments theory cannot hold (docs/model.md §10.5)."""
+    if cfg.input_model != "hmm":
+        raise TheoryUnavailable(f"input_model = {cfg.input_model}: the moments theory is for "
+                                "input_model = hmm")
+    if not latent_mean_vanishes(cfg):
+        raise TheoryUnavailable(f"standardize = {cfg.standardize}: the latent has E c ≠ 0, which "
+                                "the moments theory cannot hold (use population or whiten)")
+
+
+def _moments_state(run, position, draws, moments) -> GaussianEquivalentState:
+    cfg = run.config
+    if not (np.allclose(draws.w @ draws.w.T / cfg.N, run.initial["W"][position], rtol=1e-12,
+                        atol=1e-14) and np.allclose(draws.v, run.initial["v"][position],
+                                                    rtol=1e-12, atol=1e-14)):
+        raise RunFileError(f"{run.path}: its config does not reproduce its initial weights")
+    return GaussianEquivalentState.from_moments(moments.omega, moments.phi, draws.w,
+                                                draws.teacher, moments.latent_covariance,
+                                                draws.v, draws.A)
+
+
+def _checked_mean_fields(run, position, moments) -> np.ndarray:
+    """The run's mean fields per record; refuses an uncentred run whose E x is not 0."""
+    cfg = run.config
+    if cfg.center_inputs:
+        return run.mean_fields[position]
+    norm2 = float(moments.mean @ moments.mean)
+    if moments.method == "exact" and norm2 > INPUT_MEAN_TOLERANCE or (
+            moments.method != "exact" and not _symmetric_odd(cfg)):
+        raise TheoryUnavailable(
+            f"the inputs have ‖E x‖² = {norm2:.3g} ≠ 0 ({moments.method}), a rank-one mode "
+            "outside the moments theory: rerun with --center-inputs")
+    return np.zeros((run.t.shape[0], cfg.K))
+
+
+def moments_odes(run, seed_positions=None, *, dt: float | None = None,
+                 method: str = DEFAULT_METHOD, stop=None) -> MomentsOdes:
+    """The Gaussian-equivalent ODE on each seed's own input moments (docs/model.md §10.5), on
+    the run's /t grid: exact moments where the latent is Gaussian per label, else Monte Carlo
+    from (s,6,1) with ``moment_samples`` samples, each half integrated too for the error."""
+    from fastsgd.problem import seed_moments
+
+    cfg = run.config
+    check_moments_theory_applies(cfg)
+    positions = list(range(len(run.status)) if seed_positions is None else seed_positions)
+    options = dict(lr=cfg.lr, g=cfg.g, train_second_layer=cfg.train_second_layer, dt=dt,
+                   t_eval=run.t, method=method, sigma=cfg.sigma)
+    trajectories, errors, fields, kind, samples = [], [], [], "exact", 0
+    for i in positions:
+        draws, moments = seed_moments(cfg, int(run.seed_index[i]), stop)
+        fields.append(_checked_mean_fields(run, i, moments))
+        trajectories.append(integrate_gaussian_equivalent(
+            _moments_state(run, i, draws, moments), **options))
+        kind, samples = moments.method, moments.samples
+        errors.append(math.nan if moments.halves is None else _half_error(
+            run, i, draws, moments.halves, options))
+    return MomentsOdes(trajectories, kind, samples, np.array(errors), np.stack(fields))
+
+
+def _half_error(run, position, draws, halves, options) -> float:
+    """max_t |ε_g(half 1) − ε_g(half 2)|/2: the Monte Carlo error of ε_g from the moments."""
+    first, second = (integrate_gaussian_equivalent(_moments_state(run, position, draws, h),
+                                                   **options) for h in halves)
+    gap = np.abs(first.eg - second.eg)
+    return float(np.nanmax(gap)) / 2 if np.isfinite(gap).any() else math.nan
+
+
 def write_ode_file(path, run, seed_positions, trajectories, *, dt: float, method: str,
-                   overwrite: bool = False) -> Path:
-    """ODE.h5: the run's root attributes plus ``ode`` (JSON), /seed_index, /t, /Q /W /Sigma,
-    /R, /v, /eg, /T, /A, /status (docs/model.md §8.1)."""
+                   overwrite: bool = False, theory: str = "hmm",
+                   moments: MomentsOdes | None = None, step_control: bool = False) -> Path:
+    """ODE.h5: the run's root attributes plus ``ode`` (JSON: dt, method, source, theory,
+    equations), /seed_index, /t, /Q, /R, /v, /eg, /T, /A, /t_failed, /status; the HMM ODE adds
+    /W and /Sigma, the moments theory /mean_fields and /moments_error (docs/model.md §8.1,
+    §10.5)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"out: the folder {str(path.parent)!r} does not exist")
     stack = lambda name: np.stack([getattr(tr, name) for tr in trajectories])  # noqa: E731
+    settings = {"dt": dt, "method": method, "source": str(run.path), "theory": theory,
+                "equations": "docs/model.md §5.2 (hmm)" if theory == "hmm" else
+                "docs/model.md §10.5 (moments)", "step_control": step_control}
+    data = {"seed_index": run.seed_index[list(seed_positions)], "t": run.t,
+            "Q": stack("Q"), "R": stack("R"), "v": stack("v"), "eg": stack("eg"),
+            "T": stack("T"), "A": stack("A"),
+            "t_failed": np.array([tr.t_failed for tr in trajectories]),
+            "status": np.array([tr.status.encode("ascii") for tr in trajectories], dtype="S12")}
+    if theory == "hmm":
+        data.update(W=stack("W"), Sigma=stack("Sigma"))
+    else:
+        settings.update(moments_method=moments.moments_method, moment_samples=moments.samples)
+        data.update(mean_fields=moments.mean_fields, moments_error=moments.error)
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as fh:
         for key, value in run.attrs.items():
             fh.attrs[key] = value
-        fh.attrs["ode"] = json.dumps({"dt": dt, "method": method, "source": str(run.path),
-                                      "equations": "docs/model.md §5.2 (hmm)"})
-        data = {"seed_index": run.seed_index[list(seed_positions)], "t": run.t,
-                "Q": stack("Q"), "W": stack("W"), "Sigma": stack("Sigma"), "R": stack("R"),
-                "v": stack("v"), "eg": stack("eg"), "T": stack("T"), "A": stack("A"),
-                "t_failed": np.array([tr.t_failed for tr in trajectories]),
-                "status": np.array([tr.status.encode("ascii") for tr in trajectories],
-                                   dtype="S12")}
+        fh.attrs["ode"] = json.dumps(settings)
         for name, value in data.items():
             fh.create_dataset(name, data=value, track_times=False)
     tmp.replace(path)
@@ -126,11 +260,13 @@ def load_ode_file(path, run) -> TheoryCurves:
             raise RunFileError(f"{path}: made for another run (its config differs from the one "
                                f"of {run.path})")
         settings = json.loads(fh.attrs["ode"])
+        theory = settings.get("theory", "hmm")
         try:
             seed_index = fh["seed_index"][...]
             t = fh["t"][...]
             data = {name: fh[name][...] for name in ("Q", "R", "v", "eg")}
             status = [s.decode("ascii") for s in fh["status"][...]]
+            error = fh["moments_error"][...] if theory == "moments" else None
         except KeyError as exc:
             raise RunFileError(f"{path}: damaged ODE file ({exc})") from None
     if t.shape != run.t.shape or not np.allclose(t, run.t):
@@ -143,18 +279,35 @@ def load_ode_file(path, run) -> TheoryCurves:
     return TheoryCurves(kind="ode", t=t, eg=data["eg"][order], eg_closed=data["eg"][order],
                         Q=data["Q"][order], R=data["R"][order], v=data["v"][order],
                         valid=np.array([status[i] == "ok" for i in order]), source=str(path),
-                        dt=float(settings["dt"]), method=str(settings["method"]))
+                        dt=float(settings["dt"]), method=str(settings["method"]), theory=theory,
+                        moments_error=None if error is None else error[order],
+                        step_control=bool(settings.get("step_control", False)))
 
 
-def ode_curves(run, trajectories) -> TheoryCurves:
+def ode_curves(run, trajectories, *, theory: str = "hmm", moments_error=None,
+               step_control: bool = False) -> TheoryCurves:
     """Reference curves from trajectories integrated in memory (one per seed of the run)."""
     stack = lambda name: np.stack([getattr(tr, name) for tr in trajectories])  # noqa: E731
     first = trajectories[0]
+    step = "controlled steps ≤ " if step_control else ""
     return TheoryCurves(kind="ode", t=run.t, eg=stack("eg"), eg_closed=stack("eg"),
                         Q=stack("Q"), R=stack("R"), v=stack("v"),
                         valid=np.array([tr.status == "ok" for tr in trajectories]),
-                        source=f"the ODE ({first.method}, dt = {first.dt:g})",
-                        dt=first.dt, method=first.method)
+                        source=f"the {theory} ODE ({first.method}, dt = {step}{first.dt:g})",
+                        dt=first.dt, method=first.method, theory=theory,
+                        moments_error=moments_error, step_control=step_control)
+
+
+def run_ode_curves(run, *, dt: float | None = None, method: str = DEFAULT_METHOD,
+                   theory: str = "hmm") -> TheoryCurves:
+    """Every seed's ODE of ``theory`` integrated now, as curves."""
+    _check_theory(theory)
+    control = theory == "moments" and dt is None and method == "rk4"
+    if theory == "moments":
+        odes = moments_odes(run, dt=dt, method=method)
+        return ode_curves(run, odes.trajectories, theory=theory, moments_error=odes.error,
+                          step_control=control)
+    return ode_curves(run, integrate_run(run, dt=dt, method=method))
 
 
 def reference_curves(run, reference) -> TheoryCurves:
@@ -176,24 +329,31 @@ def reference_curves(run, reference) -> TheoryCurves:
                         source=str(reference.path), reference=reference)
 
 
-def theory_for(run, *, ode_file=None, reference: Run | None = None, dt: float = DEFAULT_DT,
-               method: str = DEFAULT_METHOD) -> TheoryCurves:
+def theory_for(run, *, ode_file=None, reference: Run | None = None, dt: float | None = None,
+               method: str = DEFAULT_METHOD, theory: str | None = None) -> TheoryCurves:
     """The theory a run is compared with: ``reference`` (a run paired by seed index), else
-    ``ode_file`` (written by ``fastsgd ode`` for this run), else every seed's ODE integrated
-    now with ``dt`` and ``method``. Raises TheoryUnavailable, RunFileError or ValueError."""
+    ``ode_file`` (written by ``fastsgd ode`` for this run; its theory must be ``theory`` when
+    given), else every seed's ODE of ``theory`` (default "hmm") integrated now with ``dt`` and
+    ``method``. Raises TheoryUnavailable, RunFileError or ValueError."""
+    if theory is not None:
+        _check_theory(theory)
     if reference is not None:
         return reference_curves(run, reference)
     if ode_file is not None:
-        return load_ode_file(ode_file, run)
-    return ode_curves(run, integrate_run(run, dt=dt, method=method))
+        curves = load_ode_file(ode_file, run)
+        if theory is not None and curves.theory != theory:
+            raise RunFileError(f"{ode_file}: made by the {curves.theory} theory, not {theory}")
+        return curves
+    return run_ode_curves(run, dt=dt, method=method, theory=theory or "hmm")
 
 
 def same_theory_for(other, theory: TheoryCurves) -> TheoryCurves:
     """The same kind of theory for another run (a floor): the same reference run, or the
-    other run's own ODE with the same step and method."""
+    other run's own ODE of the same theory with the same step and method."""
     if theory.kind == "reference":
         return reference_curves(other, theory.reference)
-    return ode_curves(other, integrate_run(other, dt=theory.dt, method=theory.method))
+    return run_ode_curves(other, dt=None if theory.step_control else theory.dt,
+                          method=theory.method, theory=theory.theory)
 
 
 def deviations(run, theory: TheoryCurves, *, t_min: float = DEFAULT_T_MIN,
@@ -202,18 +362,20 @@ def deviations(run, theory: TheoryCurves, *, t_min: float = DEFAULT_T_MIN,
     or whose reference is unusable."""
     usable = np.array([s != "diverged" for s in run.status]) & theory.valid
     window = dict(t_min=t_min, t_max=t_max)
-    d = {
-        "eg_mc": eg_deviation(run.t, run.eg_mc, theory.t, theory.eg, **window),
-        "eg": eg_deviation(run.t, run.eg, theory.t, theory.eg_closed, **window),
-        "Q": op_deviation(run.t, run.Q, theory.t, theory.Q, per_seed=True, **window),
-        "R": op_deviation(run.t, run.R, theory.t, theory.R, per_seed=True, **window),
-        "v": op_deviation(run.t, run.v, theory.t, theory.v, per_seed=True, **window),
-        "empirical/Q": op_deviation(run.t, run.empirical["Q"], theory.t, theory.Q,
-                                    per_seed=True, **window),
-        "empirical/R": op_deviation(run.t, run.empirical["R"], theory.t, theory.R,
-                                    per_seed=True, **window),
-    }
-    return {name: np.where(usable, d[name], np.nan) for name in QUANTITIES}
+    measured = {"eg": run.eg, "Q": run.Q, "R": run.R, "v": run.v,
+                "empirical/Q": run.empirical["Q"], "empirical/R": run.empirical["R"]}
+    predicted = {"eg": theory.eg_closed, "Q": theory.Q, "R": theory.R, "v": theory.v,
+                 "empirical/Q": theory.Q, "empirical/R": theory.R}
+    d = {}
+    for name in THEORY_QUANTITIES[theory.theory]:
+        if name == "eg_mc":
+            d[name] = eg_deviation(run.t, run.eg_mc, theory.t, theory.eg, **window)
+        elif name == "eg":
+            d[name] = eg_deviation(run.t, run.eg, theory.t, theory.eg_closed, **window)
+        else:
+            d[name] = op_deviation(run.t, measured[name], theory.t, predicted[name],
+                                   per_seed=True, **window)
+    return {name: np.where(usable, value, np.nan) for name, value in d.items()}
 
 
 def deviation_table(run, theory: TheoryCurves, **window) -> dict[str, Aggregate]:

@@ -780,3 +780,30 @@ def test_compare_refuses_an_ode_file_made_for_another_run(gauss, ode_file, tmp_p
     code, _, err = run_main(capsys, ["compare", other.path, ode_file])
     assert code == 2
     assert_one_line_error(err, ["another run"], case_sensitive=False)
+
+
+def test_ode_and_compare_with_the_moments_theory(tmp_path, capsys):
+    """`fastsgd ode --theory moments` and `fastsgd compare --theory moments` (docs/model.md
+    §10.5): a centred run gets its ODE file and a table of the quantities the theory predicts;
+    an uncentred mixture run is refused with one line naming ‖E x‖² and exit 2."""
+    common = ["simulate", "--N", "64", "--D", "32", "--m", "3", "--alpha", "1.5",
+              "--standardize", "population", "--steps", "2000", "--records", "10",
+              "--test-size", "200", "-q"]
+    centred, plain = tmp_path / "c.h5", tmp_path / "p.h5"
+    for path, extra in ((centred, ["--center-inputs"]), (plain, [])):
+        assert run_main(capsys, [*common, *extra, "--out", path])[0] == 0
+    ode_path = tmp_path / "ode.h5"
+    code, out, _ = run_main(capsys, ["ode", centred, "--theory", "moments", "--method", "rk4",
+                                     "--out", ode_path])
+    assert code == 0 and "moments theory, rk4, dt = ≤ 0.1" in out
+    code, out, _ = run_main(capsys, ["compare", centred, ode_path])
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[2:6]] == [
+        "eg_mc", "v", "empirical/Q", "empirical/R"]
+    code, _, err = run_main(capsys, ["ode", plain, "--theory", "moments", "--out",
+                                     tmp_path / "x.h5"])
+    assert code == 2 and not (tmp_path / "x.h5").exists()
+    assert_one_line_error(err, ["‖E x‖²", "--center-inputs"])
+    code, _, err = run_main(capsys, ["compare", centred, ode_path, "--theory", "hmm"])
+    assert code == 2
+    assert_one_line_error(err, ["moments theory, not hmm"])

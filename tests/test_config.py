@@ -342,7 +342,8 @@ ALL_CHANGED = dict(N=40, D=20, K=3, M=1, m=3, alpha=1.5, block_size=4, weights=(
                    steps=77, seeds=1, seed=9, records=5, test_size=33, precision="mixed",
                    sigma=0.2, sample_seed=4, input_model="equivalent_gaussian",
                    first_seed_index=3, blas_threads=2, means="scalar",
-                   latent="matched_gaussian", teacher="aligned", moment_samples=5000)
+                   latent="matched_gaussian", teacher="aligned", moment_samples=5000,
+                   center_inputs=False)   # True is refused with equivalent_gaussian: see below
 
 
 def test_latent_law_fields_are_those_of_the_documentation():
@@ -355,7 +356,8 @@ def test_gaussian_latent_resets_exactly_the_latent_law(seeds, blas_threads):
     cfg = SimConfig(**{**ALL_CHANGED, "seeds": seeds, "blas_threads": blas_threads})
     assert set(ALL_CHANGED) == set(DEFAULTS)
     for name in DEFAULTS:   # every field away from its default (seeds or blas_threads: one of)
-        assert getattr(cfg, name) != DEFAULTS[name] or name in ("seeds", "blas_threads"), name
+        assert getattr(cfg, name) != DEFAULTS[name] or name in (
+            "seeds", "blas_threads", "center_inputs"), name
     with pytest.raises(ConfigError) as info:   # an aligned teacher needs the mixture (§10.3)
         gaussian_latent(cfg)
     assert info.value.parameter == "teacher"
@@ -372,6 +374,8 @@ def test_gaussian_latent_resets_exactly_the_latent_law(seeds, blas_threads):
     # further changes apply after the reset, and a Gaussian config is its own twin
     assert gaussian_latent(cfg, sample_seed=8) == floor.replace(sample_seed=8)
     assert gaussian_latent(floor) == floor
+    centred = cfg.replace(input_model="hmm", center_inputs=True)
+    assert gaussian_latent(centred).center_inputs   # an input option, not the latent law's
     with pytest.raises(ConfigError):
         gaussian_latent(cfg, lr=0.0)
 

@@ -34,6 +34,7 @@ TABLE = {
     "test_labels": ((5, 1), True),
     "test_xi": ((5, 2), True),
     "matched_moments": ((6, 0), False),
+    "input_moments": ((6, 1), False),
 }
 
 

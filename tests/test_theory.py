@@ -11,6 +11,9 @@
 5. The ODE file: write_ode_file / load_ode_file round trip, rows matched by seed index, and the
    refusals of §8.4 (no `ode` attribute, another run's config, another time grid, a missing
    seed index); reference_curves' refusals.
+7. The moments theory (§10.5): its refusals (E c ≠ 0, an uncentred E x ≠ 0, other input models),
+   its ODE file (theory recorded, mean fields, only the quantities it predicts), its Monte Carlo
+   error, and same_theory_for keeping its step control.
 
 The runs are tiny (N = 64, D = 32, 3000 steps, 20 records, 300 test samples, 3 seeds) and made
 once per module.
@@ -29,9 +32,10 @@ import pytest
 import fastsgd
 from analysis.deviation import universality_verdict
 from fastsgd.config import gaussian_latent
-from fastsgd.theory import (QUANTITIES, Comparison, TheoryUnavailable, check_ode_applies,
-                            compare_run, deviations, format_table, integrate_run,
-                            load_ode_file, ode_curves, reference_curves, same_theory_for,
+from fastsgd.theory import (QUANTITIES, Comparison, TheoryUnavailable,
+                            check_moments_theory_applies, check_ode_applies, compare_run,
+                            deviations, format_table, integrate_run, load_ode_file,
+                            moments_odes, ode_curves, reference_curves, same_theory_for,
                             theory_for, write_ode_file)
 
 TINY = dict(N=64, D=32, steps=3000, records=20, test_size=300, seeds=3)
@@ -288,3 +292,67 @@ def test_reference_curves_refusals(cell, reference, folder):
         Q=reference.Q[::-1].copy(), R=reference.R[::-1].copy(), v=reference.v[::-1].copy(),
         status=reference.status[::-1])
     assert_same_curves(reference_curves(cell, reordered), reference_curves(cell, reference))
+
+
+# --------------------------------------------------------------------------------------------
+# 7. the moments theory (docs/model.md §10.5)
+@pytest.fixture(scope="module")
+def centred(folder):
+    cfg = fastsgd.SimConfig(m=3, alpha=1.5, standardize="population", center_inputs=True, **TINY)
+    return fastsgd.simulate(cfg, out=folder / "centred.h5")
+
+
+def test_moments_theory_refuses_what_it_cannot_hold(cell, folder):
+    with pytest.raises(TheoryUnavailable, match="E c"):          # none: E c = μ̄ ≠ 0
+        moments_odes(cell)
+    uncentred = fastsgd.simulate(fastsgd.SimConfig(m=3, alpha=1.5, standardize="population",
+                                                   **{**TINY, "seeds": 1}),
+                                 out=folder / "uncentred.h5")
+    with pytest.raises(TheoryUnavailable, match="‖E x‖² = .*center-inputs"):
+        moments_odes(uncentred)
+    with pytest.raises(TheoryUnavailable, match="input_model"):
+        check_moments_theory_applies(fastsgd.SimConfig(input_model="equivalent_gaussian"))
+
+
+def test_moments_ode_file_round_trip_and_quantities(centred, folder):
+    odes = moments_odes(centred, dt=0.02)
+    assert odes.moments_method == "exact" and np.isnan(odes.error).all()
+    np.testing.assert_array_equal(odes.mean_fields, centred.mean_fields)
+    path = write_ode_file(folder / "moments.h5", centred, range(3), odes.trajectories,
+                          dt=0.02, method="euler", theory="moments", moments=odes)
+    loaded = theory_for(centred, ode_file=path)
+    assert loaded.theory == "moments"
+    assert_same_curves(loaded, ode_curves(centred, odes.trajectories, theory="moments"))
+    with h5py.File(path) as fh:
+        assert "W" not in fh and fh["mean_fields"].shape == centred.mean_fields.shape
+        assert json.loads(fh.attrs["ode"])["theory"] == "moments"
+    with pytest.raises(fastsgd.RunFileError, match="moments theory, not hmm"):
+        theory_for(centred, ode_file=path, theory="hmm")
+    d = deviations(centred, loaded)
+    assert set(d) == {"eg_mc", "v", "empirical/Q", "empirical/R"}
+    assert all(np.isfinite(x).all() for x in d.values())
+    on_the_fly = theory_for(centred, dt=0.02, theory="moments")
+    np.testing.assert_array_equal(on_the_fly.eg, loaded.eg)
+
+
+def test_moments_theory_by_monte_carlo_states_its_error(folder):
+    """B < D: the input moments come from (s,6,1) in two halves; the error is the halves'
+    half-difference, finite and small, and it shrinks with the sample count."""
+    base = dict(m=3, alpha=1.5, standardize="whiten", block_size=4, center_inputs=True,
+                **{**TINY, "seeds": 1})
+    errors = []
+    for samples in (4_000, 64_000):
+        run = fastsgd.simulate(fastsgd.SimConfig(moment_samples=samples, **base),
+                               out=folder / f"mc{samples}.h5")
+        odes = moments_odes(run, dt=0.05)
+        assert odes.moments_method == "monte_carlo" and odes.samples == samples
+        errors.append(odes.error[0])
+    assert np.isfinite(errors).all() and errors[1] < errors[0] < 0.1, errors
+
+
+def test_same_theory_for_keeps_the_moments_theory_and_its_step_control(centred):
+    theory = theory_for(centred, theory="moments", method="rk4")
+    assert theory.step_control and "controlled" in theory.source
+    again = same_theory_for(centred, theory)
+    assert again.theory == "moments" and again.step_control
+    np.testing.assert_array_equal(again.eg, theory.eg)

@@ -114,3 +114,33 @@ def test_scm_relu_ode_tracks_iid_simulation_at_large_n():
     large = np.mean([scm_relu_deviation(3000, s) for s in range(3)])
     assert large < 0.012, (small, large)
     assert large < small, (small, large)
+
+
+def moments_deviation(run):
+    return deviations(run, ode_curves(run, integrate_run(run, theory="moments"),
+                                      theory="moments"))
+
+
+def test_moments_ode_tracks_a_gaussian_latent_no_worse_than_the_hmm_ode(tmp_path):
+    """docs/model.md §10.5: for the Gaussian latent both theories hold; the moments ODE on the
+    run's exact Ω, Φ tracks eg_mc no worse than the HMM ODE (paired over seeds, within 2 s.e.)."""
+    run = gaussian_run(tmp_path, 1000)
+    d_moments = moments_deviation(run)["eg_mc"]
+    d_hmm = ode_deviation(run)["eg_mc"]
+    excess = aggregate(d_moments - d_hmm)
+    assert aggregate(d_moments).mean < 0.06, aggregate(d_moments)
+    assert excess.mean <= 2 * excess.sem + 1e-3, (aggregate(d_moments), aggregate(d_hmm))
+
+
+def test_moments_ode_tracks_a_spiked_matched_gaussian_latent(tmp_path):
+    """A matched-Gaussian latent with a spiked covariance (m = 8, α = 2, population: ρ_max(Ω)
+    ≈ 40): the N(0, I) HMM ODE misses it, the moments ODE on the run's own Ω and Φ tracks it
+    (eg_mc, empirical Q and R) as closely as the HMM ODE tracks a Gaussian latent."""
+    run = gaussian_run(tmp_path, 1000, m=8, alpha=2.0, standardize="population",
+                       latent="matched_gaussian")
+    moments, hmm = moments_deviation(run), ode_deviation(run)
+    assert aggregate(moments["eg_mc"]).mean < 0.06, aggregate(moments["eg_mc"])
+    assert aggregate(hmm["eg_mc"]).mean > 3 * aggregate(moments["eg_mc"]).mean, (
+        aggregate(hmm["eg_mc"]), aggregate(moments["eg_mc"]))
+    assert aggregate(moments["empirical/Q"]).mean < 0.1
+    assert aggregate(moments["empirical/R"]).mean < 0.25
