@@ -62,6 +62,12 @@ def main() -> None:
     print(f"HMM ODE, D = 250, t = 1000, Euler dt = 0.01: {tp.hmm_ode_seconds():.3f} s; "
           f"RK4 dt = 1.5: {tp.hmm_ode_seconds('rk4', 1.5):.3f} s")
     print(f"SCM ODE, K = M = 2, t = 2000, Euler dt = 0.01: {tp.scm_ode_seconds():.3f} s")
+    for method, dt in (("euler", 0.01), ("rk4", 0.01), ("rk4", None)):
+        r = tp.moments_ode_seconds(method=method, dt=dt)
+        print(f"moments ODE, N = 1000, D = 500, t = 100, {method} dt = {dt or 'default'}: "
+              f"{r['moments']:.2f} s (HMM ODE {r['hmm']:.2f} s, per bin and step "
+              f"{r['per_bin_step']:.2f}×); input moments {r['input_moments']:.2f} s, "
+              f"state {r['state']:.2f} s")
     for model, run, rk4_dt in (("HMM", lambda g, m, dt: tp.hmm_ode_seconds(m, dt, g=g), 1.5),
                                ("SCM", lambda g, m, dt: tp.scm_ode_seconds(g, m, dt), 0.5)):
         times = {g: (run(g, "euler", 0.01), run(g, "rk4", rk4_dt)) for g in ("erf", "relu")}

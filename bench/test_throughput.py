@@ -75,3 +75,13 @@ def test_ode_relu_against_erf(benchmark, model, g):
         rk4_dt = 0.5
     benchmark.extra_info["rk4_seconds"] = run("rk4", rk4_dt)
     benchmark.extra_info["seconds"] = benchmark.pedantic(run, args=("euler", 0.01), rounds=1)
+
+
+@pytest.mark.parametrize("method, dt", [("euler", 0.01), ("rk4", 0.01), ("rk4", None)],
+                         ids=["euler", "rk4-fixed", "rk4-default"])
+def test_moments_ode_beside_hmm_ode(benchmark, method, dt):
+    """The moments ODE against the HMM ODE at N = 1000, D = 500, t = 100 (one seed), and the
+    cost of its state (docs/model.md §10.5)."""
+    result = benchmark.pedantic(tp.moments_ode_seconds, kwargs=dict(method=method, dt=dt),
+                                rounds=1)
+    benchmark.extra_info.update(result)

@@ -181,3 +181,39 @@ def scm_ode_seconds(g: str = "erf", method: str = "euler", dt: float = 0.01) -> 
     start = time.perf_counter()
     integrate_scm(ic["Q"], ic["R"], ic["T"], ic["v"], ic["A"], t_max=2000.0, **kw)
     return time.perf_counter() - start
+
+
+def moments_ode_seconds(N: int = 1000, D: int = 500, t_max: float = 100.0,
+                        method: str = "euler", dt: float | None = 0.01) -> dict[str, float]:
+    """The moments ODE (docs/model.md §10.5) beside the HMM ODE at equal N, D and t: a centred
+    population mixture (m = 8, α = 2, B = D, sign/erf, K = M = 2, both layers), one seed.
+
+    Returns wall seconds: "moments" (its ODE), "hmm" (the HMM ODE of the same seed, same method
+    and dt; RK4 with dt = None uses dt = 0.1 for the HMM ODE), "input_moments" (the seed's exact
+    Ω, Φ), "state" (the N × N eigendecomposition and densities), and "per_bin_step" = the
+    moments ODE's cost per density bin and step over the HMM ODE's (equal step counts)."""
+    from analysis.ode import GaussianEquivalentState, integrate_gaussian_equivalent, integrate_hmm
+    from fastsgd.problem import seed_moments
+    cfg = fastsgd.SimConfig(N=N, D=D, m=8, alpha=2.0, standardize="population",
+                            center_inputs=True)
+    start = time.perf_counter()
+    draws, moments = seed_moments(cfg, 0)
+    input_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    state = GaussianEquivalentState.from_moments(moments.omega, moments.phi, draws.w,
+                                                 draws.teacher, moments.latent_covariance,
+                                                 draws.v, draws.A)
+    state_seconds = time.perf_counter() - start
+    hmm_state = fastsgd.initial_state(cfg)
+    kw = dict(lr=0.2, train_second_layer=True, method=method)
+    integrate_gaussian_equivalent(state, t_max=0.1, dt=dt, **kw)      # load the kernels
+    integrate_hmm(hmm_state, delta=D / N, t_max=0.1, dt=dt or 0.1, **kw)
+    start = time.perf_counter()
+    integrate_gaussian_equivalent(state, t_max=t_max, dt=dt, **kw)
+    moments_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    integrate_hmm(hmm_state, delta=D / N, t_max=t_max, dt=dt or 0.1, **kw)
+    hmm_seconds = time.perf_counter() - start
+    return {"moments": moments_seconds, "hmm": hmm_seconds, "input_moments": input_seconds,
+            "state": state_seconds,
+            "per_bin_step": (moments_seconds / N) / (hmm_seconds / D) if dt else math.nan}

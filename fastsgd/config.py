@@ -368,7 +368,10 @@ def canonical(cfg: SimConfig) -> SimConfig:
     latent that is N(0, I) becomes the Gaussian latent (random teacher) or the matched whiten
     latent of the same mixture (aligned teacher, which the mixture defines); the matched law of
     a sample-standardized exchangeable latent, N(0, D/(D − 1)·P), becomes that of the Gaussian
-    latent (random teacher); moment_samples is reset where no Monte Carlo law uses it."""
+    latent (random teacher); center_inputs is dropped where E x = 0 exactly; moment_samples is
+    reset where no Monte Carlo law uses it."""
+    if cfg.center_inputs and input_mean_vanishes(cfg):
+        cfg = cfg.replace(center_inputs=False)     # x − 0: the same inputs
     if cfg.moment_samples != DEFAULTS["moment_samples"] and not (
             cfg.latent == "matched_gaussian" and cfg.matched_method == "monte_carlo"
             or cfg.center_inputs and input_mean_method(cfg) == "monte_carlo"):
@@ -383,6 +386,21 @@ def canonical(cfg: SimConfig) -> SimConfig:
         # an exchangeable latent, sample-standardized: N(0, D/(D−1)·P) whatever the mixture
         return gaussian_latent(cfg, standardize="sample", latent="matched_gaussian")
     return cfg
+
+
+def latent_mean_vanishes(cfg: SimConfig) -> bool:
+    """E c = 0 for the standardized latent (and its matched twin, docs/model.md §10.5):
+    population and whiten; sample with scalar means (exchangeable coordinates); α = 0."""
+    if cfg.standardize in ("population", "whiten") or cfg.alpha == 0.0:
+        return True
+    return cfg.standardize == "sample" and cfg.means == "scalar"
+
+
+def input_mean_vanishes(cfg: SimConfig) -> bool:
+    """E x = 0 exactly: a centred latent that is one Gaussian (c and −c have one law: the
+    matched latent, m = 1 or α = 0) and an odd fold (not relu)."""
+    one_gaussian = cfg.latent == "matched_gaussian" or cfg.m == 1 or cfg.alpha == 0.0
+    return one_gaussian and latent_mean_vanishes(cfg) and cfg.f != "relu"
 
 
 def input_mean_method(cfg: SimConfig) -> str:

@@ -28,12 +28,13 @@ from fastsgd.config import (DEFAULTS, ConfigError, SimConfig, canonical, matched
                             standard_normal_twin)
 from fastsgd.theory import DEFAULT_DT, DEFAULT_METHOD, Comparison
 
-ODE_DEFAULTS = {"dt": DEFAULT_DT, "method": DEFAULT_METHOD}
+ODE_DEFAULTS = {"dt": DEFAULT_DT, "method": DEFAULT_METHOD, "theory": "hmm"}
+#: The sidecar key of each theory's per-seed deviations (docs/model.md §10.5).
+SIDECAR_KEYS = {"hmm": "ode", "moments": "moments"}
+
 COMPARE_DEFAULTS = {"matched": False}
 #: Fields every summary row carries (from [base] when the grid does not vary them).
 MAP_FIELDS = ("m", "alpha", "standardize", "block_size", "means", "teacher")
-#: The quantities whose per-seed ODE deviations a run's sidecar keeps.
-SIDECAR_QUANTITIES = ("eg_mc", "eg", "Q", "R", "v")
 #: Entropy offset of a cell's reference run: sample_seed = the cell's data entropy + 1 (§6).
 REFERENCE_SAMPLE_OFFSET = 1
 
@@ -162,7 +163,11 @@ def read_grid(path) -> tuple[list[Cell], dict]:
         raise GridError(f"GRID: {path}: {key} is in both [base] and [grid]")
     bad_ode = sorted(set(ode) - set(ODE_DEFAULTS))
     if bad_ode:
-        raise GridError(f"GRID: {path}: [ode] unknown key(s) {bad_ode}; allowed: dt, method")
+        raise GridError(f"GRID: {path}: [ode] unknown key(s) {bad_ode}; allowed: dt, method, "
+                        "theory")
+    ode["theory"] = _theories(ode["theory"], path)
+    if "dt" not in data.get("ode", {}):
+        ode["dt_given"] = False    # the moments theory then uses its method's default step
     if not (isinstance(ode["dt"], (int, float)) and math.isfinite(ode["dt"]) and ode["dt"] > 0):
         raise GridError(f"GRID: {path}: [ode] dt must be a finite number > 0, got {ode['dt']!r}")
     if not isinstance(ode["method"], str) or ode["method"] not in METHODS:
@@ -174,6 +179,17 @@ def read_grid(path) -> tuple[list[Cell], dict]:
         params = dict(zip(keys, combo))
         configs.append((params, _resolve({**base, **params}, f"GRID: {path}: cell {params}")))
     return _cells(configs, compare["matched"], path), ode
+
+
+def _theories(value, path) -> list[str]:
+    """[ode] theory: "hmm", "moments" or a list of both (docs/model.md §10.5)."""
+    from fastsgd.theory import THEORIES
+    values = [value] if isinstance(value, str) else value
+    if not (isinstance(values, list) and values and len(set(values)) == len(values)
+            and all(isinstance(v, str) and v in THEORIES for v in values)):
+        raise GridError(f"GRID: {path}: [ode] theory must be one of {', '.join(THEORIES)} or "
+                        f"a list of them, got {value!r}")
+    return values
 
 
 def _compare_table(table, path) -> dict:
@@ -214,11 +230,10 @@ def _ref_seed(cfg: SimConfig) -> int:
     return cfg.sample_entropy + REFERENCE_SAMPLE_OFFSET
 
 
-def _finished(path: Path, cfg: SimConfig) -> bool:
-    """A run is finished when its file exists with every status in {ok, diverged}, an
-    identical config, and its deviation sidecar."""
+def _run_finished(path: Path, cfg: SimConfig) -> bool:
+    """The run file exists with every status in {ok, diverged} and an identical config."""
     import fastsgd
-    if not path.exists() or not path.with_suffix(".json").exists():
+    if not path.exists():
         return False
     try:
         run = fastsgd.load(path)
@@ -227,30 +242,69 @@ def _finished(path: Path, cfg: SimConfig) -> bool:
     return run.config == cfg and set(run.status) <= {"ok", "diverged"}
 
 
+def _sidecar(path: Path) -> dict | None:
+    try:
+        return json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _finished(path: Path, cfg: SimConfig, theories=("hmm",)) -> bool:
+    """A run is finished when its file is (:func:`_run_finished`) and its sidecar holds the
+    deviations of every theory asked for."""
+    sidecar = _sidecar(path)
+    return (sidecar is not None and all(SIDECAR_KEYS[t] in sidecar for t in theories)
+            and _run_finished(path, cfg))
+
+
+def _theory_deviations(run, theory: str, ode: dict) -> dict:
+    """One theory's sidecar entries for a run: per-seed deviations (None where the theory does
+    not apply, with the reason) and, for the moments theory, its Monte Carlo error."""
+    from fastsgd.theory import TheoryUnavailable, deviations, theory_for
+    key = SIDECAR_KEYS[theory]
+    dt = ode["dt"] if theory == "hmm" or ode.get("dt_given", True) else None
+    try:
+        curves = theory_for(run, dt=dt, method=ode["method"], theory=theory)
+    except TheoryUnavailable as exc:
+        return {key: None, f"{key}_unavailable": str(exc)}
+    d = deviations(run, curves)
+    entry = {key: {q: [None if not np.isfinite(x) else float(x) for x in d[q]] for q in d}}
+    if theory == "moments":
+        entry["moments_error"] = [None if not np.isfinite(x) else float(x)
+                                  for x in curves.moments_error]
+    return entry
+
+
 def run_job(config_json: str, path: str, ode: dict) -> dict:
     """Simulate one configuration into ``path`` (written as path.tmp, renamed when complete)
-    and store, in path.json, each seed's deviations from its own ODE (where one applies).
-    A pure function of its arguments; returns the sidecar's content."""
+    and store, in path.json, each seed's deviations from its own ODE of each theory of
+    ``ode["theory"]`` (where one applies). A run already made is not made again; a theory
+    missing from its sidecar is added. A pure function of its arguments; returns the sidecar's
+    content."""
     import fastsgd
-    from fastsgd.theory import TheoryUnavailable, deviations, theory_for
 
     cfg = SimConfig.from_json(config_json)
     path = Path(path)
+    theories = ode.get("theory", ["hmm"])
+    if _finished(path, cfg, theories):
+        return _sidecar(path)
+    if _run_finished(path, cfg):
+        run, result = fastsgd.load(path), _sidecar(path) or {}
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        run, result = fastsgd.simulate(cfg, out=tmp, overwrite=True, threads=1), {}
+    result.update({"config": cfg.to_json(), "status": run.status})
+    for theory in theories:
+        if SIDECAR_KEYS[theory] not in result:
+            result.update(_theory_deviations(run, theory, ode))
+    result.setdefault("ode", None)
+    if run.path != path:
+        os.replace(run.path, path)
     sidecar = path.with_suffix(".json")
-    if _finished(path, cfg):
-        return json.loads(sidecar.read_text())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    run = fastsgd.simulate(cfg, out=tmp, overwrite=True, threads=1)
-    result = {"config": cfg.to_json(), "status": run.status, "ode": None}
-    try:
-        d = deviations(run, theory_for(run, dt=ode["dt"], method=ode["method"]))
-        result["ode"] = {q: [None if not np.isfinite(x) else float(x) for x in d[q]]
-                         for q in SIDECAR_QUANTITIES}
-    except TheoryUnavailable:
-        pass
-    os.replace(tmp, path)
-    sidecar.write_text(json.dumps(result))
+    tmp_sidecar = sidecar.with_name(sidecar.name + ".tmp")
+    tmp_sidecar.write_text(json.dumps(result))
+    os.replace(tmp_sidecar, sidecar)
     return result
 
 
@@ -259,11 +313,12 @@ def _per_seed(values) -> np.ndarray:
     return np.array([np.nan if x is None else x for x in values], dtype=float)
 
 
-def _sidecar_deviations(result: dict) -> dict[str, np.ndarray] | None:
-    """A run's per-seed deviations from its own ODE, from its sidecar (None: no ODE applies)."""
-    if result["ode"] is None:
+def _sidecar_deviations(result: dict, key: str = "ode") -> dict[str, np.ndarray] | None:
+    """A run's per-seed deviations from its own ODE of one theory (sidecar key "ode" for the
+    HMM ODE, "moments"), from its sidecar (None: no ODE of that theory applies)."""
+    if result.get(key) is None:
         return None
-    return {q: _per_seed(result["ode"][q]) for q in SIDECAR_QUANTITIES}
+    return {q: _per_seed(values) for q, values in result[key].items()}
 
 
 def _table(deviations: dict | None, quantity: str) -> Aggregate | None:
@@ -312,6 +367,24 @@ def _matched_columns(run, cell: Cell, out: Path) -> dict:
             "p_matched": verdict.p_one_sided}
 
 
+def _moments_columns(cell: Cell, results: dict) -> dict:
+    """The cell and its N(0, I) floor against their own moments theory (docs/model.md §10.5):
+    eg_dev_moments, floor_moments, verdict_moments (§6's rule), its z and p, the largest
+    Monte Carlo error of the theory's ε_g over the cell's seeds, and why it is unavailable."""
+    own = _sidecar_deviations(results[cell.job.name], "moments")
+    floor = _sidecar_deviations(results[cell.floor.name], "moments")
+    errors = _per_seed(results[cell.job.name].get("moments_error") or [])
+    row = {**_columns("eg_dev_moments", _table(own, "eg_mc")),
+           **_columns("floor_moments", _table(floor, "eg_mc")),
+           "moments_error": float(np.nanmax(errors)) if np.isfinite(errors).any() else math.nan,
+           "moments_unavailable": results[cell.job.name].get("moments_unavailable", "")}
+    if own is None or floor is None:
+        return {**row, "verdict_moments": "unavailable"}
+    verdict = Comparison(cell_deviations=own, floor_deviations=floor).verdict
+    return {**row, "verdict_moments": verdict.verdict, "z_moments": verdict.z,
+            "p_moments": verdict.p_one_sided}
+
+
 def _cell_row(cell: Cell, out: Path, results: dict) -> dict:
     """The summary columns of one finished cell (docs/model.md §8.1 summary.csv, §10.4)."""
     own = _sidecar_deviations(results[cell.job.name])
@@ -339,6 +412,8 @@ def _cell_row(cell: Cell, out: Path, results: dict) -> dict:
     if cell.matched_floor is not None:
         row.update(_matched_columns(run, cell, out))
         row["universality"] = universality_class(row["verdict_ref"], row["verdict_matched"])
+    if "moments" in results[cell.job.name]:
+        row.update(_moments_columns(cell, results))
     row.update(_field_shape_columns(run))
     row["error"] = ""
     return row
@@ -373,6 +448,7 @@ def summarise(cells: list[Cell], out: Path, results: dict, failures: dict) -> li
         rows.append(row)
     _holm_column(rows, "verdict", "p_one_sided")
     _holm_column(rows, "verdict_ref", "p_ref")
+    _holm_column(rows, "verdict_moments", "p_moments")
     if any(cell.matched_floor is not None for cell in cells):
         _holm_column(rows, "verdict_matched", "p_matched")
         for row in rows:
@@ -419,7 +495,8 @@ def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None =
     for cell in cells:
         for job in cell.jobs:
             jobs.setdefault(job.name, job)
-    todo = [job for job in jobs.values() if not _finished(job.path(out), job.config)]
+    todo = [job for job in jobs.values()
+            if not _finished(job.path(out), job.config, ode["theory"])]
     results = {job.name: json.loads(job.path(out).with_suffix(".json").read_text())
                for job in jobs.values() if job not in todo}
     echo(f"{len(cells)} cell(s), {len(jobs)} run(s): {len(jobs) - len(todo)} finished, "

@@ -25,7 +25,7 @@ from analysis.deviation import (DEFAULT_T_MIN, Aggregate, Verdict, aggregate, eg
                                 op_deviation, universality_verdict)
 from analysis.ode import (DEFAULT_DT, DEFAULT_METHOD, GaussianEquivalentState, Trajectory,
                           integrate_gaussian_equivalent, integrate_hmm)
-from fastsgd.config import ConfigError
+from fastsgd.config import ConfigError, input_mean_vanishes, latent_mean_vanishes
 from fastsgd.io import OutputExistsError, Run, RunFileError
 
 #: The input models the HMM ODE describes (docs/model.md §5.2, §7.5).
@@ -125,23 +125,6 @@ class MomentsOdes:
     mean_fields: np.ndarray
 
 
-def latent_mean_vanishes(cfg) -> bool:
-    """E c = 0 for the standardized latent (or its matched twin): population and whiten; sample
-    with scalar means (exchangeable coordinates); any latent with α = 0 but none with m > 1."""
-    if cfg.standardize in ("population", "whiten"):
-        return True
-    if cfg.alpha == 0.0:
-        return True
-    return cfg.standardize == "sample" and cfg.means == "scalar"
-
-
-def _symmetric_odd(cfg) -> bool:
-    """E x = 0 exactly: a centred latent that is one Gaussian (c and −c have one law) and an odd
-    fold."""
-    one_gaussian = cfg.latent == "matched_gaussian" or cfg.m == 1 or cfg.alpha == 0.0
-    return one_gaussian and latent_mean_vanishes(cfg) and cfg.f != "relu"
-
-
 def check_moments_theory_applies(cfg) -> None:
     """Refuse, naming the option, what the moments theory cannot hold (docs/model.md §10.5)."""
     if cfg.input_model != "hmm":
@@ -170,7 +153,7 @@ def _checked_mean_fields(run, position, moments) -> np.ndarray:
         return run.mean_fields[position]
     norm2 = float(moments.mean @ moments.mean)
     if moments.method == "exact" and norm2 > INPUT_MEAN_TOLERANCE or (
-            moments.method != "exact" and not _symmetric_odd(cfg)):
+            moments.method != "exact" and not input_mean_vanishes(cfg)):
         raise TheoryUnavailable(
             f"the inputs have ‖E x‖² = {norm2:.3g} ≠ 0 ({moments.method}), a rank-one mode "
             "outside the moments theory: rerun with --center-inputs")

@@ -7,6 +7,7 @@ mode, and the heat maps of a sweep folder."""
 from __future__ import annotations
 
 import csv
+import math
 import os
 import sys
 
@@ -15,6 +16,7 @@ import pytest
 
 from analysis.deviation import universality_class
 from fastsgd.cli import main
+from fastsgd.config import SimConfig
 from fastsgd.sweep import GridError, read_grid, sweep
 
 GRID = """
@@ -185,7 +187,7 @@ def test_example_grids_are_valid():
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent / "examples"
     cells, ode = read_grid(root / "universality.toml")
-    assert len(cells) == 160 and ode == {"dt": 0.01, "method": "euler"}
+    assert len(cells) == 160 and ode == {"dt": 0.01, "method": "euler", "theory": ["hmm"]}
     assert len(read_grid(root / "finite_size.toml")[0]) == 16
     for name, n_cells, n_runs in (("matched", 48, 110), ("scalar", 48, 88), ("aligned", 4, 12),
                                   ("matched_seeds", 6, 20)):
@@ -273,3 +275,63 @@ def test_bad_compare_tables_are_refused(text, fragment, tmp_path):
     grid.write_text(text)
     with pytest.raises(GridError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         read_grid(grid)
+
+
+MOMENTS_GRID = """
+[base]
+N = 48
+delta = 0.5
+t_max = 30
+seeds = 3
+records = 12
+test_size = 300
+m = 3
+alpha = 1.5
+
+[grid]
+standardize = ["population", "whiten"]
+center_inputs = [false, true]
+
+[ode]
+theory = ["hmm", "moments"]
+"""
+
+
+def test_sweep_with_the_moments_theory(tmp_path):
+    """[ode] theory = ["hmm", "moments"] (docs/model.md §10.5): the moments columns beside the
+    HMM ones; an uncentred mixture (E x ≠ 0) is "unavailable" with the reason; the N(0, I)
+    floor (E x = 0 exactly, so centring it changes nothing) is one run for all four cells."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text(MOMENTS_GRID)
+    cells, ode = read_grid(grid)
+    assert ode["theory"] == ["hmm", "moments"] and ode["dt_given"] is False
+    assert len({c.floor.name for c in cells}) == 1
+    rows = {(r["standardize"], r["center_inputs"]): r
+            for r in sweep(grid, tmp_path / "out", workers=2, echo=lambda line: None)}
+    refused = rows[("population", False)]
+    assert refused["verdict_moments"] == "unavailable"
+    assert "‖E x‖²" in refused["moments_unavailable"]
+    assert math.isnan(refused["eg_dev_moments_mean"])
+    for key in (("population", True), ("whiten", True)):
+        row = rows[key]
+        assert row["verdict_moments"] in ("matches", "deviates"), row
+        assert row["eg_dev_moments_mean"] > 0 and row["floor_moments_mean"] > 0
+        assert row["eg_dev_ode_mean"] > 0                    # the HMM columns are still there
+    summary = read_summary(tmp_path / "out" / "summary.csv")
+    assert "verdict_moments_holm" in summary[0]
+
+
+def test_run_job_adds_a_theory_without_simulating_again(tmp_path):
+    from fastsgd.sweep import run_job
+    cfg = SimConfig(N=48, D=24, steps=1000, records=8, test_size=200, m=3, alpha=1.5,
+                    standardize="whiten", center_inputs=True)
+    path = tmp_path / "runs" / "cell.h5"
+    first = run_job(cfg.to_json(), str(path), {"dt": 0.01, "method": "euler",
+                                               "theory": ["hmm"]})
+    assert "moments" not in first
+    made = path.stat().st_mtime_ns
+    both = run_job(cfg.to_json(), str(path), {"dt": 0.01, "method": "euler",
+                                              "theory": ["hmm", "moments"], "dt_given": False})
+    assert path.stat().st_mtime_ns == made                    # not simulated again
+    assert both["ode"] == first["ode"] and set(both["moments"]) == {
+        "eg_mc", "v", "empirical/Q", "empirical/R"}
