@@ -370,7 +370,8 @@ def _matched_columns(run, cell: Cell, out: Path) -> dict:
 def _moments_columns(cell: Cell, results: dict) -> dict:
     """The cell and its N(0, I) floor against their own moments theory (docs/model.md §10.5):
     eg_dev_moments, floor_moments, verdict_moments (§6's rule), its z and p, the largest
-    Monte Carlo error of the theory's ε_g over the cell's seeds, and why it is unavailable."""
+    Monte Carlo error of the theory's ε_g over the cell's seeds, why it is unavailable, and
+    (matched comparison) the matched floor against its own moments theory."""
     own = _sidecar_deviations(results[cell.job.name], "moments")
     floor = _sidecar_deviations(results[cell.floor.name], "moments")
     errors = _per_seed(results[cell.job.name].get("moments_error") or [])
@@ -378,6 +379,9 @@ def _moments_columns(cell: Cell, results: dict) -> dict:
            **_columns("floor_moments", _table(floor, "eg_mc")),
            "moments_error": float(np.nanmax(errors)) if np.isfinite(errors).any() else math.nan,
            "moments_unavailable": results[cell.job.name].get("moments_unavailable", "")}
+    if cell.matched_floor is not None:   # does the theory predict the matched twin itself?
+        twin = _sidecar_deviations(results[cell.matched_floor.name], "moments")
+        row.update(_columns("matched_dev_moments", _table(twin, "eg_mc")))
     if own is None or floor is None:
         return {**row, "verdict_moments": "unavailable"}
     verdict = Comparison(cell_deviations=own, floor_deviations=floor).verdict

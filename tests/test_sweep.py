@@ -190,7 +190,7 @@ def test_example_grids_are_valid():
     assert len(cells) == 160 and ode == {"dt": 0.01, "method": "euler", "theory": ["hmm"]}
     assert len(read_grid(root / "finite_size.toml")[0]) == 16
     for name, n_cells, n_runs in (("matched", 48, 110), ("scalar", 48, 88), ("aligned", 4, 12),
-                                  ("matched_seeds", 6, 20)):
+                                  ("matched_seeds", 6, 20), ("moments", 8, 16)):
         cells, _ = read_grid(root / f"universality_{name}.toml")
         assert len(cells) == n_cells and all(c.matched_floor is not None for c in cells)
         assert len({job.name for c in cells for job in c.jobs}) == n_runs
@@ -294,6 +294,9 @@ center_inputs = [false, true]
 
 [ode]
 theory = ["hmm", "moments"]
+
+[compare]
+matched = true
 """
 
 
@@ -317,6 +320,7 @@ def test_sweep_with_the_moments_theory(tmp_path):
         assert row["verdict_moments"] in ("matches", "deviates"), row
         assert row["eg_dev_moments_mean"] > 0 and row["floor_moments_mean"] > 0
         assert row["eg_dev_ode_mean"] > 0                    # the HMM columns are still there
+        assert row["matched_dev_moments_mean"] > 0           # the matched twin: E x = 0
     summary = read_summary(tmp_path / "out" / "summary.csv")
     assert "verdict_moments_holm" in summary[0]
 
