@@ -64,7 +64,9 @@ def bivariate_normal_cdf(h, k, rho) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         a_h = np.where(h == 0.0, np.copysign(np.inf, k - rho * h), (k - rho * h) / (h * root))
         a_k = np.where(k == 0.0, np.copysign(np.inf, h - rho * k), (h - rho * k) / (k * root))
-    beta = np.where((h * k > 0.0) | ((h * k == 0.0) & (h + k >= 0.0)), 0.0, 0.5)
+    # β from the signs, not from h·k, which underflows to 0 for tiny arguments
+    same_sign = np.sign(h) * np.sign(k) > 0.0
+    beta = np.where(same_sign | (((h == 0.0) | (k == 0.0)) & (h + k >= 0.0)), 0.0, 0.5)
     value = 0.5 * ndtr(h) + 0.5 * ndtr(k) - owens_t(h, a_h) - owens_t(k, a_k) - beta
     both_zero = (h == 0.0) & (k == 0.0)
     return np.where(both_zero, 0.25 + np.arcsin(rho) / (2.0 * math.pi), value)

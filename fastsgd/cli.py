@@ -312,7 +312,12 @@ def compare(run_path, ode_path, reference, floor, plot, theory, dt, method, t_mi
         click.echo("")
         click.echo(format_table(result.floor_table, f"floor {floor_run.path}"))
         verdict = result.verdict
-        click.echo(f"\nverdict (eg_mc): {verdict.verdict}; cell {verdict.cell}, floor "
+        worst = max((e for e in (error if error is not None else []) if e == e), default=None)
+        shown = verdict.verdict
+        if worst is not None and not worst < verdict.floor.mean:   # docs/model.md §10.5
+            shown = (f"undetermined (the theory's Monte Carlo error {worst:.3g} is not below "
+                     "the floor: raise --moment-samples)")
+        click.echo(f"\nverdict (eg_mc): {shown}; cell {verdict.cell}, floor "
                    f"{verdict.floor}; paired difference {verdict.paired_mean:.4g} ± "
                    f"{verdict.paired_sem:.2g} (z = {verdict.paired_z:.2f})")
     if plot:

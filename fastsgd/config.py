@@ -374,7 +374,8 @@ def canonical(cfg: SimConfig) -> SimConfig:
         cfg = cfg.replace(center_inputs=False)     # x − 0: the same inputs
     if cfg.moment_samples != DEFAULTS["moment_samples"] and not (
             cfg.latent == "matched_gaussian" and cfg.matched_method == "monte_carlo"
-            or cfg.center_inputs and input_mean_method(cfg) == "monte_carlo"):
+            or input_mean_method(cfg) == "monte_carlo" and (   # E x or the moments theory
+                cfg.center_inputs or latent_mean_vanishes(cfg))):
         cfg = cfg.replace(moment_samples=DEFAULTS["moment_samples"])   # unused by this law
     if cfg.latent != "matched_gaussian":
         return cfg
@@ -397,10 +398,16 @@ def latent_mean_vanishes(cfg: SimConfig) -> bool:
 
 
 def input_mean_vanishes(cfg: SimConfig) -> bool:
-    """E x = 0 exactly: a centred latent that is one Gaussian (c and −c have one law: the
-    matched latent, m = 1 or α = 0) and an odd fold (not relu)."""
-    one_gaussian = cfg.latent == "matched_gaussian" or cfg.m == 1 or cfg.alpha == 0.0
-    return one_gaussian and latent_mean_vanishes(cfg) and cfg.f != "relu"
+    """E x = 0 exactly: E c = 0 and either f linear (E x = F E c/√D), or an odd fold (not relu)
+    of a latent whose law is symmetric, c and −c alike: one centred Gaussian (the matched latent,
+    m = 1 or α = 0) or the sample-standardized scalar-mean mixture with B = D (exactly the
+    sample-standardized Gaussian, §10.1)."""
+    if not latent_mean_vanishes(cfg):
+        return False
+    symmetric = (cfg.latent == "matched_gaussian" or cfg.m == 1 or cfg.alpha == 0.0
+                 or (cfg.standardize == "sample" and cfg.means == "scalar"
+                     and cfg.block_size == cfg.D))
+    return cfg.f == "linear" or (symmetric and cfg.f != "relu")
 
 
 def input_mean_method(cfg: SimConfig) -> str:

@@ -185,6 +185,11 @@ def problem_initial_state(problem: SeedDraws) -> HmmInitialState:
                                   problem.A)
 
 
+def seed_draws(cfg: SimConfig, seed_index: int) -> SeedDraws:
+    """Seed index ``seed_index``'s F, W̃, A, mixture, w(0) and v(0) (streams (s,0) … (s,3))."""
+    return _draw(cfg, SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, int(seed_index)))
+
+
 def seed_moments(cfg: SimConfig, seed_index: int, stop: threading.Event | None = None
                  ) -> tuple[SeedDraws, InputMoments]:
     """Seed index ``seed_index``'s draws (streams (s,0) … (s,3)) and its input moments (§10.5):
@@ -206,4 +211,4 @@ def initial_state(cfg: SimConfig, seed_index: int | None = None) -> HmmInitialSt
     ``cfg.first_seed_index``) of ``cfg``, without running it: equal to what a run of ``cfg``
     stores in /initial_state. Only the streams (s,0) … (s,3) are drawn (no test set)."""
     s = cfg.first_seed_index if seed_index is None else int(seed_index)
-    return problem_initial_state(_draw(cfg, SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, s)))
+    return problem_initial_state(seed_draws(cfg, s))

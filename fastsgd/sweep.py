@@ -270,7 +270,7 @@ def _theory_deviations(run, theory: str, ode: dict) -> dict:
     d = deviations(run, curves)
     entry = {key: {q: [None if not np.isfinite(x) else float(x) for x in d[q]] for q in d}}
     if theory == "moments":
-        entry["moments_error"] = [None if not np.isfinite(x) else float(x)
+        entry["moments_error"] = [None if np.isnan(x) else float(x)   # inf: a half failed
                                   for x in curves.moments_error]
     return entry
 
@@ -288,19 +288,19 @@ def run_job(config_json: str, path: str, ode: dict) -> dict:
     theories = ode.get("theory", ["hmm"])
     if _finished(path, cfg, theories):
         return _sidecar(path)
-    if _run_finished(path, cfg):
-        run, result = fastsgd.load(path), _sidecar(path) or {}
-    else:
+    result = _sidecar(path) or {}
+    if not _run_finished(path, cfg):   # a finished run file is kept even if a theory fails
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        run, result = fastsgd.simulate(cfg, out=tmp, overwrite=True, threads=1), {}
+        fastsgd.simulate(cfg, out=tmp, overwrite=True, threads=1)
+        os.replace(tmp, path)
+        result = {}
+    run = fastsgd.load(path)
     result.update({"config": cfg.to_json(), "status": run.status})
     for theory in theories:
         if SIDECAR_KEYS[theory] not in result:
             result.update(_theory_deviations(run, theory, ode))
     result.setdefault("ode", None)
-    if run.path != path:
-        os.replace(run.path, path)
     sidecar = path.with_suffix(".json")
     tmp_sidecar = sidecar.with_name(sidecar.name + ".tmp")
     tmp_sidecar.write_text(json.dumps(result))
@@ -377,7 +377,7 @@ def _moments_columns(cell: Cell, results: dict) -> dict:
     errors = _per_seed(results[cell.job.name].get("moments_error") or [])
     row = {**_columns("eg_dev_moments", _table(own, "eg_mc")),
            **_columns("floor_moments", _table(floor, "eg_mc")),
-           "moments_error": float(np.nanmax(errors)) if np.isfinite(errors).any() else math.nan,
+           "moments_error": float(np.nanmax(errors)) if (~np.isnan(errors)).any() else math.nan,
            "moments_unavailable": results[cell.job.name].get("moments_unavailable", "")}
     if cell.matched_floor is not None:   # does the theory predict the matched twin itself?
         twin = _sidecar_deviations(results[cell.matched_floor.name], "moments")
@@ -385,8 +385,16 @@ def _moments_columns(cell: Cell, results: dict) -> dict:
     if own is None or floor is None:
         return {**row, "verdict_moments": "unavailable"}
     verdict = Comparison(cell_deviations=own, floor_deviations=floor).verdict
-    return {**row, "verdict_moments": verdict.verdict, "z_moments": verdict.z,
-            "p_moments": verdict.p_one_sided}
+    row.update({"verdict_moments": verdict.verdict, "z_moments": verdict.z,
+                "p_moments": verdict.p_one_sided})
+    error = row["moments_error"]
+    if not math.isnan(error) and not error < row["floor_moments_mean"]:
+        # the theory's own Monte Carlo error is not below the floor: no verdict (§10.5)
+        row["verdict_moments"] = "undetermined"
+        row["moments_unavailable"] = (f"Monte Carlo error {row['moments_error']:.3g} is not "
+                                      f"below the floor {row['floor_moments_mean']:.3g}: raise "
+                                      "moment_samples")
+    return row
 
 
 def _cell_row(cell: Cell, out: Path, results: dict) -> dict:

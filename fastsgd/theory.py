@@ -25,7 +25,8 @@ from analysis.deviation import (DEFAULT_T_MIN, Aggregate, Verdict, aggregate, eg
                                 op_deviation, universality_verdict)
 from analysis.ode import (DEFAULT_DT, DEFAULT_METHOD, GaussianEquivalentState, Trajectory,
                           integrate_gaussian_equivalent, integrate_hmm)
-from fastsgd.config import ConfigError, input_mean_vanishes, latent_mean_vanishes
+from fastsgd.config import (ConfigError, input_mean_method, input_mean_vanishes,
+                            latent_mean_vanishes)
 from fastsgd.io import OutputExistsError, Run, RunFileError
 
 #: The input models the HMM ODE describes (docs/model.md §5.2, §7.5).
@@ -125,14 +126,35 @@ class MomentsOdes:
     mean_fields: np.ndarray
 
 
+#: Monte Carlo input moments need at least this many samples per input dimension (Ω is N × N).
+MIN_MOMENT_SAMPLES_PER_N = 10
+
+
 def check_moments_theory_applies(cfg) -> None:
     """Refuse, naming the option, what the moments theory cannot hold (docs/model.md §10.5)."""
     if cfg.input_model != "hmm":
         raise TheoryUnavailable(f"input_model = {cfg.input_model}: the moments theory is for "
                                 "input_model = hmm")
     if not latent_mean_vanishes(cfg):
-        raise TheoryUnavailable(f"standardize = {cfg.standardize}: the latent has E c ≠ 0, which "
-                                "the moments theory cannot hold (use population or whiten)")
+        raise TheoryUnavailable(
+            f"the latent has {_latent_mean_text(cfg)} ≠ 0 (standardize = {cfg.standardize}), "
+            "which the moments theory cannot hold: use population, whiten, or sample with "
+            "scalar means")
+    least = MIN_MOMENT_SAMPLES_PER_N * cfg.N
+    if input_mean_method(cfg) == "monte_carlo" and cfg.moment_samples < least:
+        raise TheoryUnavailable(f"moment_samples = {cfg.moment_samples}: Monte Carlo input "
+                                f"moments need at least {least} (10·N)")
+
+
+def _latent_mean_text(cfg) -> str:
+    """‖E c‖ of the first seed where it is cheap to know exactly, else "E c"."""
+    from fastsgd.matched import matched_law
+    from fastsgd.problem import seed_draws
+    if cfg.standardize == "sample" and cfg.matched_method == "monte_carlo":
+        return "E c"
+    mixture = seed_draws(cfg, cfg.first_seed_index).mixture
+    mean = matched_law(mixture, cfg.standardize, cfg.matched_method).mean
+    return f"‖E c‖ = {float(np.linalg.norm(mean)):.3g}"
 
 
 def _moments_state(run, position, draws, moments) -> GaussianEquivalentState:
@@ -188,8 +210,9 @@ def _half_error(run, position, draws, halves, options) -> float:
     """max_t |ε_g(half 1) − ε_g(half 2)|/2: the Monte Carlo error of ε_g from the moments."""
     first, second = (integrate_gaussian_equivalent(_moments_state(run, position, draws, h),
                                                    **options) for h in halves)
-    gap = np.abs(first.eg - second.eg)
-    return float(np.nanmax(gap)) / 2 if np.isfinite(gap).any() else math.nan
+    if first.status != "ok" or second.status != "ok":
+        return math.inf   # a half's ODE failed: the error is not bounded (NaN means exact)
+    return float(np.max(np.abs(first.eg - second.eg))) / 2
 
 
 def write_ode_file(path, run, seed_positions, trajectories, *, dt: float, method: str,
@@ -213,8 +236,11 @@ def write_ode_file(path, run, seed_positions, trajectories, *, dt: float, method
             "T": stack("T"), "A": stack("A"),
             "t_failed": np.array([tr.t_failed for tr in trajectories]),
             "status": np.array([tr.status.encode("ascii") for tr in trajectories], dtype="S12")}
+    _check_theory(theory)
     if theory == "hmm":
         data.update(W=stack("W"), Sigma=stack("Sigma"))
+    elif moments is None:
+        raise ValueError("write_ode_file: theory 'moments' needs the MomentsOdes (moments=)")
     else:
         settings.update(moments_method=moments.moments_method, moment_samples=moments.samples)
         data.update(mean_fields=moments.mean_fields, moments_error=moments.error)

@@ -625,3 +625,27 @@ def test_twins_are_canonical_by_the_law_they_sample():
     assert matched_twin(cell.replace(moment_samples=5000)) == matched_twin(cell)
     monte_carlo = cell.replace(block_size=1, moment_samples=5000)
     assert matched_twin(monte_carlo).moment_samples == 5000
+
+
+def test_input_mean_vanishes_exactly_where_the_law_is_symmetric_or_the_fold_linear():
+    """docs/model.md §10.5: E x = 0 exactly, and canonical() drops center_inputs there; the
+    moment_samples of a run whose input moments are Monte Carlo ones stay in its canonical form."""
+    from fastsgd.config import canonical, input_mean_vanishes
+    base = dict(N=40, D=20, m=3, alpha=1.5)
+    vanishing = [dict(standardize="whiten", latent="matched_gaussian"),
+                 dict(standardize="population", f="linear"),
+                 dict(standardize="sample", means="scalar"),
+                 dict(m=1, alpha=0.0)]
+    not_vanishing = [dict(standardize="population"), dict(standardize="whiten", f="sign"),
+                     dict(standardize="sample", means="scalar", block_size=4),
+                     dict(standardize="none", f="linear"),
+                     dict(standardize="whiten", latent="matched_gaussian", f="relu")]
+    for extra in vanishing:
+        cfg = SimConfig(**{**base, **extra, "center_inputs": True})
+        assert input_mean_vanishes(cfg) and not canonical(cfg).center_inputs, extra
+    for extra in not_vanishing:
+        cfg = SimConfig(**{**base, **extra, "center_inputs": True})
+        assert not input_mean_vanishes(cfg) and canonical(cfg).center_inputs, extra
+    tanh = SimConfig(N=40, D=20, f="tanh", moment_samples=4000)
+    assert canonical(tanh).moment_samples == 4000          # the moments theory's Monte Carlo
+    assert canonical(SimConfig(N=40, D=20, moment_samples=4000)).moment_samples == 1_000_000

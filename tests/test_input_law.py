@@ -109,3 +109,31 @@ def test_monte_carlo_sampler_of_a_matched_law():
     half_gap = np.abs(mc.halves[0].omega - mc.halves[1].omega).max()
     assert np.abs(mc.omega - exact.omega).max() < 5 * half_gap
     assert np.abs(mc.latent_covariance - exact.latent_covariance).max() < 0.02
+
+
+def test_the_halves_estimate_the_monte_carlo_error_of_the_theory():
+    """Where both exist, the Monte Carlo moments' ODE differs from the exact moments' ODE by no
+    more than a few times the halves' estimate max_t |ε_g(half 1) − ε_g(half 2)|/2, over seeds
+    (the estimate is what `fastsgd ode --theory moments` reports, docs/model.md §10.5)."""
+    from analysis.ode import GaussianEquivalentState, integrate_gaussian_equivalent
+    ratios = []
+    for seed in range(4):
+        cfg, streams, draws, generator, offset, matched = seed_parts(
+            dict(f="sign", m=3, alpha=1.5, standardize="population", seed=seed))
+        exact = input_moments(draws.mixture, cfg.standardize, matched, draws.features, cfg.f,
+                              None, 0)
+        mc = monte_carlo_moments(_latent_sampler(draws.mixture, cfg.standardize, matched),
+                                 draws.features, cfg.f, stream(seed, 6, 1), 20_000)
+
+        def eg(moments):
+            state = GaussianEquivalentState.from_moments(
+                moments.omega, moments.phi, draws.w, draws.teacher, moments.latent_covariance,
+                draws.v, draws.A)
+            return integrate_gaussian_equivalent(state, lr=0.2, train_second_layer=True,
+                                                 t_eval=np.linspace(0, 20, 21)).eg
+
+        estimate = np.abs(eg(mc.halves[0]) - eg(mc.halves[1])).max() / 2
+        actual = np.abs(eg(mc) - eg(exact)).max()
+        assert estimate > 0
+        ratios.append(actual / estimate)
+    assert 0.15 < np.median(ratios) < 3 and max(ratios) < 8, ratios   # measured 0.07–0.97

@@ -96,3 +96,16 @@ def test_folds_without_closed_forms_are_refused():
     for f in ("tanh", "relu"):
         with pytest.raises(ValueError, match="closed-form"):
             fold_second_moment(np.zeros(2), np.eye(2), f)
+
+
+def test_bivariate_normal_cdf_with_tiny_and_extreme_arguments():
+    """β is decided from the signs (h·k underflows to 0 below ~1e-162), and ρ up to 1 − 1e-15."""
+    for h in (-1e-300, -1e-170, 1e-300):
+        for rho in (0.5, -0.3):
+            exact = 0.25 + math.asin(rho) / (2 * math.pi)   # the limit h = k → 0
+            assert abs(float(bivariate_normal_cdf(h, h, rho)) - exact) < 1e-12
+    values = fold_second_moment(np.array([-1e-170, -1e-170]), np.array([[1.0, 0.5], [0.5, 1.0]]),
+                                "sign")
+    assert abs(values[0, 1] - 2 / math.pi * math.asin(0.5)) < 1e-12
+    near = bivariate_normal_cdf(0.3, 0.3, 1 - 1e-15)
+    assert abs(float(near) - 0.6179114221889527) < 1e-7   # Φ(0.3) for ρ → 1

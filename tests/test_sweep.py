@@ -190,7 +190,8 @@ def test_example_grids_are_valid():
     assert len(cells) == 160 and ode == {"dt": 0.01, "method": "euler", "theory": ["hmm"]}
     assert len(read_grid(root / "finite_size.toml")[0]) == 16
     for name, n_cells, n_runs in (("matched", 48, 110), ("scalar", 48, 88), ("aligned", 4, 12),
-                                  ("matched_seeds", 6, 20), ("moments", 8, 16)):
+                                  ("matched_seeds", 6, 20), ("moments", 8, 16),
+                                  ("centred", 24, 38)):
         cells, _ = read_grid(root / f"universality_{name}.toml")
         assert len(cells) == n_cells and all(c.matched_floor is not None for c in cells)
         assert len({job.name for c in cells for job in c.jobs}) == n_runs
@@ -339,3 +340,25 @@ def test_run_job_adds_a_theory_without_simulating_again(tmp_path):
     assert path.stat().st_mtime_ns == made                    # not simulated again
     assert both["ode"] == first["ode"] and set(both["moments"]) == {
         "eg_mc", "v", "empirical/Q", "empirical/R"}
+
+
+def test_moments_verdict_is_undetermined_when_its_monte_carlo_error_reaches_the_floor(tmp_path):
+    """docs/model.md §10.5: the theory's own Monte Carlo error must stay below the floor; where
+    it does not (or a half's ODE failed: inf) the moments verdict is "undetermined"."""
+    from fastsgd.sweep import _moments_columns
+    grid = tmp_path / "grid.toml"
+    grid.write_text(MOMENTS_GRID)
+    cell = read_grid(grid)[0][0]
+    d = {"eg_mc": [0.05, 0.06, 0.07], "v": [0.1] * 3, "empirical/Q": [0.1] * 3,
+         "empirical/R": [0.1] * 3}
+    floor = {**d, "eg_mc": [0.01, 0.012, 0.011]}
+    for errors, expected in (([None, None, None], "deviates"), ([0.001, 0.002, 0.0], "deviates"),
+                             ([0.001, 0.02, 0.0], "undetermined"),
+                             ([0.001, float("inf"), 0.0], "undetermined")):
+        results = {cell.job.name: {"moments": d, "moments_error": errors},
+                   cell.floor.name: {"moments": floor},
+                   cell.matched_floor.name: {"moments": floor}}
+        row = _moments_columns(cell, results)
+        assert row["verdict_moments"] == expected, (errors, row)
+        if expected == "undetermined":
+            assert "raise moment_samples" in row["moments_unavailable"]

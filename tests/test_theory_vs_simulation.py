@@ -144,3 +144,15 @@ def test_moments_ode_tracks_a_spiked_matched_gaussian_latent(tmp_path):
         aggregate(hmm["eg_mc"]), aggregate(moments["eg_mc"]))
     assert aggregate(moments["empirical/Q"]).mean < 0.1
     assert aggregate(moments["empirical/R"]).mean < 0.25
+
+
+def test_moments_ode_explains_most_of_a_centred_mixtures_failure(tmp_path):
+    """The motivating case (docs/universality.md): a centred population mixture, m = 8, α = 2,
+    one label per sample, fails the N(0, I) HMM ODE by far; the moments ODE on its own input
+    covariance comes within a fraction of that (measured at t ≤ 100, 5 seeds: 0.039 against
+    0.33, floors 0.011 and 0.026)."""
+    run = gaussian_run(tmp_path, 1000, m=8, alpha=2.0, standardize="population",
+                       center_inputs=True)
+    moments, hmm = aggregate(moments_deviation(run)["eg_mc"]), aggregate(ode_deviation(run)["eg_mc"])
+    assert hmm.mean > 0.15, hmm
+    assert moments.mean < hmm.mean / 3, (moments, hmm)
