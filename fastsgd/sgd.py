@@ -92,6 +92,21 @@ def _fold_row(U, row, x, f_code, N):
             x[i] = fold(np.float64(U[row, i]), f_code)
 
 
+@kernel(inline=True)
+def _input_row(U, row, x, params, buffers, N):
+    """x = f(u) (hmm) or a + b·u + √ζ·ξ (equivalent_gaussian) of one row, minus E x when the
+    inputs are centred (docs/model.md §10.5)."""
+    if params.input_model == INPUT_HMM:
+        _fold_row(U, row, x, params.f_code, N)
+    else:
+        for i in range(N):
+            x[i] = (params.fold_a + params.fold_b * np.float64(U[row, i])
+                    + params.fold_noise * buffers.xi[row, i])
+    if params.center:
+        for i in range(N):
+            x[i] -= params.input_mean[i]
+
+
 # Reassociation lets LLVM vectorise the λ sums and fuse multiply-adds (analysis/jit.py).
 @kernel(reassociate=True)
 def sgd_steps(U, row_start, row_stop, w, v, params, buffers):
@@ -126,15 +141,7 @@ def sgd_steps(U, row_start, row_stop, w, v, params, buffers):
     w_rate = lr * inv_sqrt_n
     v_rate = lr / N
     for row in range(row_start, row_stop):
-        if params.input_model == INPUT_HMM:
-            _fold_row(U, row, x, params.f_code, N)
-        else:
-            for i in range(N):
-                x[i] = (params.fold_a + params.fold_b * np.float64(U[row, i])
-                        + params.fold_noise * buffers.xi[row, i])
-        if params.center:
-            for i in range(N):
-                x[i] -= params.input_mean[i]
+        _input_row(U, row, x, params, buffers, N)
         y = buffers.label_noise[row]
         for n in range(M):
             y += A[n] * activation(np.float64(U[row, N + n]), g_code)
