@@ -34,6 +34,11 @@ def plot_comparison(run, theory, path, *, title: str | None = None) -> None:
     tk = theory.t > 0
     tt = theory.t[tk]
     label = "ODE" if theory.kind == "ode" else "reference run"
+    if theory.kind == "ode" and theory.theory == "moments":   # it predicts the real fields
+        label = "moments ODE"
+        Q, R, op = run.empirical["Q"], run.empirical["R"], "empirical "
+    else:
+        Q, R, op = run.Q, run.R, ""
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
@@ -48,14 +53,14 @@ def plot_comparison(run, theory, path, *, title: str | None = None) -> None:
     band(ax, run.eg_mc, theory.eg, "ε_g", colors[0])
     ax.set_yscale("log")
     ax.set_ylabel("generalisation error ε_g")
-    panels = [(axes[0, 1], "Q", run.Q, theory.Q, [(k, l) for k in range(cfg.K)
-                                                  for l in range(k, cfg.K)]),
-              (axes[1, 0], "R", run.R, theory.R, [(k, n) for k in range(cfg.K)
-                                                  for n in range(cfg.M)])]
+    panels = [(axes[0, 1], "Q", Q, theory.Q, [(k, l) for k in range(cfg.K)
+                                              for l in range(k, cfg.K)]),
+              (axes[1, 0], "R", R, theory.R, [(k, n) for k in range(cfg.K)
+                                              for n in range(cfg.M)])]
     for ax, name, sim, ref, entries in panels:
         for c, (i, j) in enumerate(entries[:10]):
             band(ax, sim[..., i, j], ref[..., i, j], f"{name}{i}{j}", colors[c % len(colors)])
-        ax.set_ylabel(name)
+        ax.set_ylabel(op + name)
     ax = axes[1, 1]
     for k in range(min(cfg.K, 10)):
         band(ax, run.v[..., k], theory.v[..., k], f"v{k}", colors[k % len(colors)])

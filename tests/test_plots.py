@@ -51,6 +51,23 @@ def test_plot_comparison_with_an_ode_writes_a_png(run, tmp_path):
     assert_drawn_png(path)
 
 
+def test_plot_comparison_with_the_moments_theory_draws_the_empirical_fields(run, tmp_path,
+                                                                          monkeypatch):
+    """Against the moments theory (docs/model.md §10.5) the Q and R panels show the test-set
+    covariances, which that theory predicts, not the N(0, I) /Q and /R."""
+    import fastsgd.plots as plots
+    drawn = []
+    real = plots._mean_sem
+    monkeypatch.setattr(plots, "_mean_sem", lambda x: (drawn.append(x), real(x))[1])
+    path = tmp_path / "moments.png"
+    plot_comparison(run, theory_for(run, dt=0.05, theory="moments"), path)
+    assert_drawn_png(path)
+    assert any(np.array_equal(x, run.empirical["Q"][..., 0, 0][:, run.t > 0], equal_nan=True)
+               for x in drawn)
+    assert not any(np.array_equal(x, run.Q[..., 0, 0][:, run.t > 0], equal_nan=True)
+                   for x in drawn)
+
+
 def test_plot_comparison_with_a_reference_and_a_seed_of_nan_rows(run, tmp_path):
     """A diverged seed's rows are NaN after it stopped: the bands use the other seeds."""
     reference = fastsgd.simulate(run.config.replace(sample_seed=1), out=tmp_path / "ref.h5")
