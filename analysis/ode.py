@@ -6,10 +6,10 @@ from :class:`GaussianEquivalentState`, docs/model.md §10.5).
 
 The HMM and the Gaussian-equivalent ODE share one density equation (:func:`_hmm_densities`) and
 one bracket (:func:`_hmm_bracket`): they differ only in the tables over the spectrum, the rate
-and the closure (docs/model.md §10.5). Every right-hand side and both integrators (explicit Euler with the published integrators'
-semantics, classical RK4) run in numba kernels; the integrals come from
-:mod:`analysis.integrals` and the folding coefficients from :mod:`analysis.activations`, the same
-definitions the simulator uses.
+and the closure (docs/model.md §10.5). Every right-hand side and both integrators (explicit
+Euler with the published integrators' semantics, classical RK4) run in numba kernels; the
+integrals come from :mod:`analysis.integrals` and the folding coefficients from
+:mod:`analysis.activations`, the same definitions the simulator uses.
 
 The kernels take three named tuples, each built by one function, so that a field is named once:
 
@@ -44,8 +44,9 @@ from analysis.jit import theory_kernel
 from analysis.orthant import NODES, WEIGHTS
 
 __all__ = ["HmmInitialState", "GaussianEquivalentState", "Trajectory", "METHODS",
-           "integrate_hmm", "integrate_scm", "integrate_gaussian_equivalent", "output_grid", "OdeParameters", "OdeGrid", "OdeWorkspace", "ode_parameters",
-           "ode_grid", "ode_workspace"]
+           "integrate_hmm", "integrate_scm", "integrate_gaussian_equivalent", "output_grid",
+           "OdeParameters", "OdeGrid", "OdeWorkspace", "ode_parameters", "ode_grid",
+           "ode_workspace"]
 
 
 @dataclass(frozen=True)

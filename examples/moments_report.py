@@ -25,7 +25,8 @@ from universality_report import num, read
 
 def moments_cell(r: dict) -> str:
     if r["verdict_moments"] == "unavailable":
-        return "refused: " + r["moments_unavailable"].split(" (")[0].replace("the inputs have ", "")
+        reason = r["moments_unavailable"].split(" (")[0]
+        return "refused: " + reason.replace("the inputs have ", "")
     return pm(r, "eg_dev_moments") + mark(r["verdict_moments"])
 
 

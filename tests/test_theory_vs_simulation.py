@@ -153,6 +153,7 @@ def test_moments_ode_explains_most_of_a_centred_mixtures_failure(tmp_path):
     0.33, floors 0.011 and 0.026)."""
     run = gaussian_run(tmp_path, 1000, m=8, alpha=2.0, standardize="population",
                        center_inputs=True)
-    moments, hmm = aggregate(moments_deviation(run)["eg_mc"]), aggregate(ode_deviation(run)["eg_mc"])
+    moments = aggregate(moments_deviation(run)["eg_mc"])
+    hmm = aggregate(ode_deviation(run)["eg_mc"])
     assert hmm.mean > 0.15, hmm
     assert moments.mean < hmm.mean / 3, (moments, hmm)
