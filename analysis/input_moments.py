@@ -34,6 +34,12 @@ def _check_fold(f: str) -> None:
                          f", not f = {f!r}")
 
 
+def _sign_variance(var, f: str):
+    """The variance s² of the sign argument: f(u) = E_z sign(u + z) with z ~ N(0, 1) for erf
+    (s² = 1 + σ²), sign(u) itself (s² = σ²)."""
+    return var if f == "sign" else 1.0 + var
+
+
 def fold_mean(mean, var, f: str) -> np.ndarray:
     """E f(u) for u ~ N(mean, var), elementwise: erf(m/√(2σ²)) (sign), erf(m/√(2(1+σ²))) (erf),
     m (linear)."""
@@ -41,8 +47,7 @@ def fold_mean(mean, var, f: str) -> np.ndarray:
     mean, var = np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)
     if f == "linear":
         return mean.copy()
-    scale = var if f == "sign" else 1.0 + var
-    return erf(mean / np.sqrt(2.0 * scale))
+    return erf(mean / np.sqrt(2.0 * _sign_variance(var, f)))
 
 
 def fold_slope(mean, var, f: str) -> np.ndarray:
@@ -52,7 +57,7 @@ def fold_slope(mean, var, f: str) -> np.ndarray:
     mean, var = np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)
     if f == "linear":
         return np.ones(np.broadcast(mean, var).shape)
-    scale = var if f == "sign" else 1.0 + var
+    scale = _sign_variance(var, f)
     return math.sqrt(2.0 / math.pi) / np.sqrt(scale) * np.exp(-0.5 * mean * mean / scale)
 
 
@@ -80,11 +85,12 @@ def _sign_second_moment(mean, C, variances) -> np.ndarray:
     scale = np.sqrt(variances)
     a = mean / scale
     phi = ndtr(a)
+    centred = not np.any(a)
     out = np.empty((N, N))
     for start in range(0, N, ROW_BLOCK):
         rows = slice(start, min(start + ROW_BLOCK, N))
         rho = np.clip(C[rows] / np.outer(scale[rows], scale), -1.0, 1.0)
-        if not np.any(a):
+        if centred:
             out[rows] = 2.0 / math.pi * np.arcsin(rho)
             continue
         inner = np.clip(rho, -1.0 + 1e-15, 1.0 - 1e-15)
@@ -100,9 +106,9 @@ def fold_second_moment(mean, C, f: str) -> np.ndarray:
     C = np.asarray(C, dtype=np.float64)
     if f == "linear":
         return C + np.outer(mean, mean)
+    out = _sign_second_moment(mean, C, _sign_variance(np.diag(C), f))
     if f == "erf":
-        return _sign_second_moment(mean, C, 1.0 + np.diag(C))
-    out = _sign_second_moment(mean, C, np.diag(C))
+        return out
     np.fill_diagonal(out, 1.0)
     return out
 

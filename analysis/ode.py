@@ -49,8 +49,31 @@ __all__ = ["HmmInitialState", "GaussianEquivalentState", "Trajectory", "METHODS"
            "ode_workspace"]
 
 
+def _set_float_arrays(state, expected: dict) -> None:
+    """Store each field of the frozen dataclass ``state`` named in ``expected`` as a C-contiguous
+    float64 array of its expected shape; a wrong shape raises ValueError naming the field."""
+    for name, shape in expected.items():
+        value = np.ascontiguousarray(getattr(state, name), dtype=np.float64)
+        if value.shape != shape:
+            raise ValueError(f"{type(state).__name__}.{name} must have shape {shape}, "
+                             f"got {value.shape}")
+        object.__setattr__(state, name, value)
+
+
+class _Units:
+    """K and M of a state whose ``r`` has shape (K, M, …)."""
+
+    @property
+    def K(self) -> int:
+        return self.r.shape[0]
+
+    @property
+    def M(self) -> int:
+        return self.r.shape[1]
+
+
 @dataclass(frozen=True)
-class HmmInitialState:
+class HmmInitialState(_Units):
     """Exact spectral state of one seed at step 0, from which the HMM ODE starts
     (docs/model.md §4.4).
 
@@ -84,20 +107,7 @@ class HmmInitialState:
                     "T": (M, M), "T_tilde": (M, M), "v": (K,), "A": (M,)}
         if self.omega is not None:
             expected["omega"] = (M, D)
-        for name, shape in expected.items():
-            value = np.asarray(getattr(self, name), dtype=np.float64)
-            if value.shape != shape:
-                raise ValueError(f"HmmInitialState.{name} must have shape {shape}, "
-                                 f"got {value.shape}")
-            object.__setattr__(self, name, value)
-
-    @property
-    def K(self) -> int:
-        return self.r.shape[0]
-
-    @property
-    def M(self) -> int:
-        return self.r.shape[1]
+        _set_float_arrays(self, expected)
 
     @property
     def D(self) -> int:
@@ -105,7 +115,7 @@ class HmmInitialState:
 
 
 @dataclass(frozen=True)
-class GaussianEquivalentState:
+class GaussianEquivalentState(_Units):
     """State of the Gaussian-equivalent ODE on the input covariance at t = 0 (docs/model.md
     §10.5; conventions of sgoldt/gaussian-equiv-2layer ``deepgen_ode.cpp``).
 
@@ -135,12 +145,7 @@ class GaussianEquivalentState:
         K, M = np.shape(self.r)[:2]
         expected = {"rhos": (N,), "q": (K, K, N), "r": (K, M, N), "t_tilde": (M, M, N),
                     "T": (M, M), "v": (K,), "A": (M,)}
-        for name, shape in expected.items():
-            value = np.ascontiguousarray(getattr(self, name), dtype=np.float64)
-            if value.shape != shape:
-                raise ValueError(f"GaussianEquivalentState.{name} must have shape {shape}, "
-                                 f"got {value.shape}")
-            object.__setattr__(self, name, value)
+        _set_float_arrays(self, expected)
         delta = self.delta
         if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta > 0):
             raise ValueError(f"delta must be a finite number > 0, got {delta!r}")
@@ -163,14 +168,6 @@ class GaussianEquivalentState:
                    r=student[:, None] * projected[None],
                    t_tilde=projected[:, None] * projected[None], T=(T + T.T) / 2, v=v, A=A,
                    delta=D / N)
-
-    @property
-    def K(self) -> int:
-        return self.r.shape[0]
-
-    @property
-    def M(self) -> int:
-        return self.r.shape[1]
 
     @property
     def N(self) -> int:
@@ -646,44 +643,6 @@ def _hmm_bracket(p, ws, v):
         ws.Bmat[k, k] = diag
 
 
-@theory_kernel(inline=True)
-def _hmm_rhs(y, dy, p, ws):
-    """Hidden-manifold ODE (docs/model.md §5.2): dy = F(y) on
-    y = [r (K·M·D), σ (K·K·D), W (K·K), v (K)].
-
-    Returns False when the covariance is degenerate or dy is non-finite.
-    """
-    K, M, D, C, lr = p.K, p.M, p.D, ws.C, p.lr
-    KMD = K * M * D
-    KKD = K * K * D
-    _hmm_closure(y, K, M, D, p.b, p.zeta, C[:K, :K], C[:K, K:], ws.Sigma)
-    for n in range(M):
-        for k in range(K):
-            C[K + n, k] = C[k, K + n]
-        for m in range(M):
-            C[K + n, K + m] = p.T[n, m]
-    if not _covariance_ok(C, K, M, True):
-        return False
-    v = y[KMD + KKD + K * K:]
-    _field_integrals(p, ws, v)
-    _hmm_bracket(p, ws, v)
-    drift, i4sum, j2, noise = ws.drift, ws.i4sum, ws.j2, ws.noise
-    dW = dy[KMD + KKD:KMD + KKD + K * K].reshape((K, K))
-    dv = dy[KMD + KKD + K * K:]
-    for k in range(K):
-        for l in range(K):
-            noise[k, l] = lr * lr * v[k] * v[l] * (i4sum[k, l] + j2[k, l])
-    _hmm_densities(p, ws, y[:KMD].reshape((K, M, D)), y[KMD:KMD + KKD].reshape((K, K, D)),
-                   dy[:KMD].reshape((K, M, D)), dy[KMD:KMD + KKD].reshape((K, K, D)), v,
-                   p.rate)
-    for k in range(K):
-        for l in range(K):
-            dW[k, l] = (lr * (v[k] * drift[k, l] + v[l] * drift[l, k])
-                        + lr * lr * p.c_f * v[k] * v[l] * (i4sum[k, l] + j2[k, l]))
-        dv[k] = lr * ws.i2u[k] if p.train_v else 0.0
-    return _all_finite(dy)
-
-
 @theory_kernel(reassociate=True)
 def _moments_closure(y, K, M, N, rhos, delta, Q, R):
     """The closure Q = (1/N)Σ_τ ρ_τ q(τ), R = (1/(N√δ))Σ_τ r(τ) (docs/model.md §10.5), written
@@ -704,17 +663,20 @@ def _moments_closure(y, K, M, N, rhos, delta, Q, R):
 
 
 @theory_kernel(inline=True)
-def _moments_rhs(y, dy, p, ws):
-    """Gaussian-equivalent ODE on the input covariance (docs/model.md §10.5): dy = F(y) on
-    y = [r (K·M·N), q (K·K·N), v (K)], with the density equations of the HMM ODE on the tables
-    ρ_τ, δ^{-1/2}, ρ_τ and rate η.
+def _spectral_rhs(y, dy, p, ws):
+    """The HMM ODE (docs/model.md §5.2) on y = [r (K·M·D), σ (K·K·D), W (K·K), v (K)], or the
+    Gaussian-equivalent ODE (§10.5) on y = [r (K·M·N), q (K·K·N), v (K)]: one density equation
+    on the model's tables and rate, the model's closure, and W's equation for the HMM only.
 
     Returns False when the covariance is degenerate or dy is non-finite.
     """
-    K, M, N, C, lr = p.K, p.M, p.D, ws.C, p.lr
-    KMN = K * M * N
-    KKN = K * K * N
-    _moments_closure(y, K, M, N, p.rhos, p.delta, C[:K, :K], C[:K, K:])
+    K, M, D, C, lr = p.K, p.M, p.D, ws.C, p.lr
+    KMD = K * M * D
+    KKD = K * K * D
+    if p.model == MOMENTS:
+        _moments_closure(y, K, M, D, p.rhos, p.delta, C[:K, :K], C[:K, K:])
+    else:
+        _hmm_closure(y, K, M, D, p.b, p.zeta, C[:K, :K], C[:K, K:], ws.Sigma)
     for n in range(M):
         for k in range(K):
             C[K + n, k] = C[k, K + n]
@@ -722,17 +684,24 @@ def _moments_rhs(y, dy, p, ws):
             C[K + n, K + m] = p.T[n, m]
     if not _covariance_ok(C, K, M, True):
         return False
-    v = y[KMN + KKN:]
+    v = y[y.shape[0] - K:]
     _field_integrals(p, ws, v)
     _hmm_bracket(p, ws, v)
+    drift, i4sum, j2, noise = ws.drift, ws.i4sum, ws.j2, ws.noise
     for k in range(K):
         for l in range(K):
-            ws.noise[k, l] = lr * lr * v[k] * v[l] * (ws.i4sum[k, l] + ws.j2[k, l])
-    _hmm_densities(p, ws, y[:KMN].reshape((K, M, N)), y[KMN:KMN + KKN].reshape((K, K, N)),
-                   dy[:KMN].reshape((K, M, N)), dy[KMN:KMN + KKN].reshape((K, K, N)), v,
+            noise[k, l] = lr * lr * v[k] * v[l] * (i4sum[k, l] + j2[k, l])
+    _hmm_densities(p, ws, y[:KMD].reshape((K, M, D)), y[KMD:KMD + KKD].reshape((K, K, D)),
+                   dy[:KMD].reshape((K, M, D)), dy[KMD:KMD + KKD].reshape((K, K, D)), v,
                    p.rate)
+    dv = dy[dy.shape[0] - K:]
     for k in range(K):
-        dy[KMN + KKN + k] = lr * ws.i2u[k] if p.train_v else 0.0
+        if p.model == HMM:
+            for l in range(K):
+                dy[KMD + KKD + k * K + l] = (
+                    lr * (v[k] * drift[k, l] + v[l] * drift[l, k])
+                    + lr * lr * p.c_f * v[k] * v[l] * (i4sum[k, l] + j2[k, l]))
+        dv[k] = lr * ws.i2u[k] if p.train_v else 0.0
     return _all_finite(dy)
 
 
@@ -744,9 +713,7 @@ def _rhs(y, dy, p, ws):
     (see the module's notes); both integrators call it."""
     if p.model == SCM:
         return _scm_rhs(y, dy, p, ws)
-    if p.model == MOMENTS:
-        return _moments_rhs(y, dy, p, ws)
-    return _hmm_rhs(y, dy, p, ws)
+    return _spectral_rhs(y, dy, p, ws)
 
 
 @theory_kernel()
@@ -913,8 +880,8 @@ class Trajectory:
     """An ODE solution on the output grid ``t``.
 
     Q (n, K, K), R (n, K, M), v (n, K), eg (n,); for the HMM ODE also W and Sigma (n, K, K).
-    dt is the (largest) step; with step control (Gaussian-equivalent RK4 at its default) steps
-    may be shorter.
+    dt is the (largest) step; with ``step_control`` (Gaussian-equivalent RK4 at its default)
+    steps may be shorter.
     status is "ok", or "failed" when a non-finite value or a degenerate covariance appeared at
     t_failed (later rows are NaN).
     """
@@ -932,6 +899,7 @@ class Trajectory:
     t_failed: float
     method: str
     dt: float
+    step_control: bool = False
 
 
 def output_grid(dt: float, t_max: float | None, t_eval) -> np.ndarray:
@@ -988,7 +956,7 @@ def _solve(p: OdeParameters, grid: OdeGrid, y0: np.ndarray, method: str) -> Traj
                       W=W if has_layers else None, Sigma=Sigma if has_layers else None,
                       status="failed" if failed_at >= 0 else "ok",
                       t_failed=float(failed_at) if failed_at >= 0 else math.nan,
-                      method=method, dt=grid.dt)
+                      method=method, dt=grid.dt, step_control=grid.stability > 0.0)
 
 
 def _matrix(x, shape, name) -> np.ndarray:

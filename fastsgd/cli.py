@@ -241,10 +241,9 @@ def ode(run_path, seed_index, theory, dt, method, out, overwrite) -> None:
             trajectories = integrate_run(run, positions, dt=dt, method=method)
     except TheoryUnavailable as exc:
         raise click.UsageError(f"{exc} (fastsgd compare --reference)") from None
-    control = theory == "moments" and dt is None and method == "rk4"
-    step = trajectories[0].dt
+    step, control = trajectories[0].dt, trajectories[0].step_control
     write_ode_file(out_path, run, positions, trajectories, dt=step, method=method,
-                   overwrite=overwrite, theory=theory, moments=moments, step_control=control)
+                   overwrite=overwrite, theory=theory, moments=moments)
     failed = [int(run.seed_index[i]) for i, tr in zip(positions, trajectories)
               if tr.status != "ok"]
     click.echo(f"wrote {out_path} ({len(positions)} seed(s), {theory} theory, {method}, dt = "

@@ -26,9 +26,10 @@ from analysis.deviation import Aggregate, aggregate, holm, universality_class
 from analysis.ode import METHODS
 from fastsgd.config import (DEFAULTS, ConfigError, SimConfig, canonical, matched_twin,
                             standard_normal_twin)
-from fastsgd.theory import DEFAULT_DT, DEFAULT_METHOD, Comparison
+from fastsgd.theory import DEFAULT_METHOD, Comparison
 
-ODE_DEFAULTS = {"dt": DEFAULT_DT, "method": DEFAULT_METHOD, "theory": "hmm"}
+#: dt = None: each theory's default step for the method (docs/model.md §5.5, §10.5).
+ODE_DEFAULTS = {"dt": None, "method": DEFAULT_METHOD, "theory": "hmm"}
 #: The sidecar key of each theory's per-seed deviations (docs/model.md §10.5).
 SIDECAR_KEYS = {"hmm": "ode", "moments": "moments"}
 
@@ -166,9 +167,8 @@ def read_grid(path) -> tuple[list[Cell], dict]:
         raise GridError(f"GRID: {path}: [ode] unknown key(s) {bad_ode}; allowed: dt, method, "
                         "theory")
     ode["theory"] = _theories(ode["theory"], path)
-    if "dt" not in data.get("ode", {}):
-        ode["dt_given"] = False    # the moments theory then uses its method's default step
-    if not (isinstance(ode["dt"], (int, float)) and math.isfinite(ode["dt"]) and ode["dt"] > 0):
+    if ode["dt"] is not None and not (isinstance(ode["dt"], (int, float))
+                                      and math.isfinite(ode["dt"]) and ode["dt"] > 0):
         raise GridError(f"GRID: {path}: [ode] dt must be a finite number > 0, got {ode['dt']!r}")
     if not isinstance(ode["method"], str) or ode["method"] not in METHODS:
         raise GridError(f"GRID: {path}: [ode] method must be one of {', '.join(METHODS)}, "
@@ -262,9 +262,8 @@ def _theory_deviations(run, theory: str, ode: dict) -> dict:
     not apply, with the reason) and, for the moments theory, its Monte Carlo error."""
     from fastsgd.theory import TheoryUnavailable, deviations, theory_for
     key = SIDECAR_KEYS[theory]
-    dt = ode["dt"] if theory == "hmm" or ode.get("dt_given", True) else None
     try:
-        curves = theory_for(run, dt=dt, method=ode["method"], theory=theory)
+        curves = theory_for(run, dt=ode.get("dt"), method=ode["method"], theory=theory)
     except TheoryUnavailable as exc:
         return {key: None, f"{key}_unavailable": str(exc)}
     d = deviations(run, curves)

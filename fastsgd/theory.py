@@ -157,12 +157,15 @@ def _latent_mean_text(cfg) -> str:
     return f"‖E c‖ = {float(np.linalg.norm(mean)):.3g}"
 
 
-def _moments_state(run, position, draws, moments) -> GaussianEquivalentState:
+def _check_initial_weights(run, position, draws) -> None:
     cfg = run.config
     if not (np.allclose(draws.w @ draws.w.T / cfg.N, run.initial["W"][position], rtol=1e-12,
                         atol=1e-14) and np.allclose(draws.v, run.initial["v"][position],
                                                     rtol=1e-12, atol=1e-14)):
         raise RunFileError(f"{run.path}: its config does not reproduce its initial weights")
+
+
+def _moments_state(draws, moments) -> GaussianEquivalentState:
     return GaussianEquivalentState.from_moments(moments.omega, moments.phi, draws.w,
                                                 draws.teacher, moments.latent_covariance,
                                                 draws.v, draws.A)
@@ -197,19 +200,20 @@ def moments_odes(run, seed_positions=None, *, dt: float | None = None,
     trajectories, errors, fields, kind, samples = [], [], [], "exact", 0
     for i in positions:
         draws, moments = seed_moments(cfg, int(run.seed_index[i]), stop)
+        _check_initial_weights(run, i, draws)
         fields.append(_checked_mean_fields(run, i, moments))
-        trajectories.append(integrate_gaussian_equivalent(
-            _moments_state(run, i, draws, moments), **options))
+        trajectories.append(integrate_gaussian_equivalent(_moments_state(draws, moments),
+                                                          **options))
         kind, samples = moments.method, moments.samples
         errors.append(math.nan if moments.halves is None else _half_error(
-            run, i, draws, moments.halves, options))
+            draws, moments.halves, options))
     return MomentsOdes(trajectories, kind, samples, np.array(errors), np.stack(fields))
 
 
-def _half_error(run, position, draws, halves, options) -> float:
+def _half_error(draws, halves, options) -> float:
     """max_t |ε_g(half 1) − ε_g(half 2)|/2: the Monte Carlo error of ε_g from the moments."""
-    first, second = (integrate_gaussian_equivalent(_moments_state(run, position, draws, h),
-                                                   **options) for h in halves)
+    first, second = (integrate_gaussian_equivalent(_moments_state(draws, h), **options)
+                     for h in halves)
     if first.status != "ok" or second.status != "ok":
         return math.inf   # a half's ODE failed: the error is not bounded (NaN means exact)
     return float(np.max(np.abs(first.eg - second.eg))) / 2
@@ -217,7 +221,7 @@ def _half_error(run, position, draws, halves, options) -> float:
 
 def write_ode_file(path, run, seed_positions, trajectories, *, dt: float, method: str,
                    overwrite: bool = False, theory: str = "hmm",
-                   moments: MomentsOdes | None = None, step_control: bool = False) -> Path:
+                   moments: MomentsOdes | None = None) -> Path:
     """ODE.h5: the run's root attributes plus ``ode`` (JSON: dt, method, source, theory,
     equations), /seed_index, /t, /Q, /R, /v, /eg, /T, /A, /t_failed, /status; the HMM ODE adds
     /W and /Sigma, the moments theory /mean_fields and /moments_error (docs/model.md §8.1,
@@ -230,7 +234,8 @@ def write_ode_file(path, run, seed_positions, trajectories, *, dt: float, method
     stack = lambda name: np.stack([getattr(tr, name) for tr in trajectories])  # noqa: E731
     settings = {"dt": dt, "method": method, "source": str(run.path), "theory": theory,
                 "equations": "docs/model.md §5.2 (hmm)" if theory == "hmm" else
-                "docs/model.md §10.5 (moments)", "step_control": step_control}
+                "docs/model.md §10.5 (moments)",
+                "step_control": bool(trajectories[0].step_control)}
     data = {"seed_index": run.seed_index[list(seed_positions)], "t": run.t,
             "Q": stack("Q"), "R": stack("R"), "v": stack("v"), "eg": stack("eg"),
             "T": stack("T"), "A": stack("A"),
@@ -293,11 +298,11 @@ def load_ode_file(path, run) -> TheoryCurves:
                         step_control=bool(settings.get("step_control", False)))
 
 
-def ode_curves(run, trajectories, *, theory: str = "hmm", moments_error=None,
-               step_control: bool = False) -> TheoryCurves:
+def ode_curves(run, trajectories, *, theory: str = "hmm", moments_error=None) -> TheoryCurves:
     """Reference curves from trajectories integrated in memory (one per seed of the run)."""
     stack = lambda name: np.stack([getattr(tr, name) for tr in trajectories])  # noqa: E731
     first = trajectories[0]
+    step_control = first.step_control
     step = "controlled steps ≤ " if step_control else ""
     return TheoryCurves(kind="ode", t=run.t, eg=stack("eg"), eg_closed=stack("eg"),
                         Q=stack("Q"), R=stack("R"), v=stack("v"),
@@ -311,11 +316,9 @@ def run_ode_curves(run, *, dt: float | None = None, method: str = DEFAULT_METHOD
                    theory: str = "hmm") -> TheoryCurves:
     """Every seed's ODE of ``theory`` integrated now, as curves."""
     _check_theory(theory)
-    control = theory == "moments" and dt is None and method == "rk4"
     if theory == "moments":
         odes = moments_odes(run, dt=dt, method=method)
-        return ode_curves(run, odes.trajectories, theory=theory, moments_error=odes.error,
-                          step_control=control)
+        return ode_curves(run, odes.trajectories, theory=theory, moments_error=odes.error)
     return ode_curves(run, integrate_run(run, dt=dt, method=method))
 
 

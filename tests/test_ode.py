@@ -45,6 +45,14 @@ def agrees_to_six_digits(ours: float, printed: str) -> bool:
     return at_tie and abs(ours - p) <= unit * (1 + 1e-9)
 
 
+def trajectory_value(traj, i, where):
+    """The value a printed column names: ε_g (where is None), A (constant) or row i of Q, R, v."""
+    if where is None:
+        return float(traj.eg[i])
+    array = getattr(traj, where[0])
+    return float(array[where[1:]] if where[0] == "A" else array[(i, *where[1:])])
+
+
 def test_scm_euler_reproduces_published_integrator_every_printed_digit():
     ic, rows = load_reference()
     dt = 0.01
@@ -55,14 +63,10 @@ def test_scm_euler_reproduces_published_integrator_every_printed_digit():
     checked = 0
     for i, row in enumerate(rows):
         for column, where in REF_COLUMNS.items():
-            if where is None:
-                if float(row["eg"]) < 1e-8:
-                    continue  # below, the printed digits are the C++ summation's noise
-                ours = traj.eg[i]
-            else:
-                array = getattr(traj, where[0])
-                ours = array[where[1:]] if where[0] == "A" else array[(i, *where[1:])]
-            assert agrees_to_six_digits(float(ours), row[column]), (
+            if where is None and float(row["eg"]) < 1e-8:
+                continue  # below, the printed digits are the C++ summation's noise
+            ours = trajectory_value(traj, i, where)
+            assert agrees_to_six_digits(ours, row[column]), (
                 f"t = {row['t']}, {column}: printed {row[column]}, ours {ours:.10g}")
             checked += 1
     assert len(rows) > 250 and checked > 2500
@@ -371,12 +375,8 @@ def test_gaussian_equivalent_euler_reproduces_deepgen_every_printed_digit(dt):
     checked = 0
     for i, row in enumerate(rows):
         for column, where in DEEPGEN_COLUMNS.items():
-            if where is None:
-                ours = traj.eg[i]
-            else:
-                array = getattr(traj, where[0])
-                ours = array[where[1:]] if where[0] == "A" else array[(i, *where[1:])]
-            assert agrees_to_six_digits(float(ours), row[column]), (
+            ours = trajectory_value(traj, i, where)
+            assert agrees_to_six_digits(ours, row[column]), (
                 f"t = {row[0]}, column {column}: printed {row[column]}, ours {ours:.10g}")
             checked += 1
     assert len(rows) == 199 and checked == 199 * len(DEEPGEN_COLUMNS)

@@ -308,7 +308,7 @@ def test_sweep_with_the_moments_theory(tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text(MOMENTS_GRID)
     cells, ode = read_grid(grid)
-    assert ode["theory"] == ["hmm", "moments"] and ode["dt_given"] is False
+    assert ode["theory"] == ["hmm", "moments"] and ode["dt"] is None
     assert len({c.floor.name for c in cells}) == 1
     rows = {(r["standardize"], r["center_inputs"]): r
             for r in sweep(grid, tmp_path / "out", workers=2, echo=lambda line: None)}
@@ -336,7 +336,7 @@ def test_run_job_adds_a_theory_without_simulating_again(tmp_path):
     assert "moments" not in first
     made = path.stat().st_mtime_ns
     both = run_job(cfg.to_json(), str(path), {"dt": 0.01, "method": "euler",
-                                              "theory": ["hmm", "moments"], "dt_given": False})
+                                              "theory": ["hmm", "moments"]})
     assert path.stat().st_mtime_ns == made                    # not simulated again
     assert both["ode"] == first["ode"] and set(both["moments"]) == {
         "eg_mc", "v", "empirical/Q", "empirical/R"}
