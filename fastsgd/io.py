@@ -1,8 +1,11 @@
-"""The HDF5 run file: where it goes, its layout, writer and loader (docs/model.md §8.1–8.2).
+"""The HDF5 run file: where it goes, its layout, writer and loader (docs/model.md §8.1–8.2, §10.6).
 
-Every dataset is created at full size before the first step (floats filled with NaN), each record
-is written and flushed as it is made, and no dataset records a modification time, so a killed
+Every dataset is created at full size when the file is created (floats filled with NaN), so its
+space is reserved up front and a full disk is found before the first step; records are flushed
+at least once a second and when the run ends; no dataset records a modification time, so a killed
 writer leaves every flushed record readable and equal runs give bitwise-equal datasets.
+Files are created exclusively, or under a temporary name renamed over the target with
+``overwrite`` (:class:`Output`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import datetime
 import json
 import os
 import platform
+import secrets
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,25 +75,110 @@ def _name_parts(cfg: SimConfig) -> list[str]:
     return parts
 
 
+def _numbered(path: Path, n: int) -> Path:
+    return path if n == 0 else path.with_name(f"{path.stem}_{n}{path.suffix}")
+
+
 def default_output_path(cfg: SimConfig, folder: Path = Path("data")) -> Path:
-    """A parameter-derived name inside ``folder``, with a numeric suffix if taken."""
-    stem = "_".join(_name_parts(cfg))
-    candidate = folder / f"{stem}.h5"
-    n = 1
-    while candidate.exists():
-        candidate = folder / f"{stem}_{n}.h5"
+    """A parameter-derived name inside ``folder``, with a numeric suffix if taken (the name
+    free now; :meth:`Output.create` claims it, or the next free one, exclusively)."""
+    base = folder / ("_".join(_name_parts(cfg)) + ".h5")
+    n = 0
+    while _numbered(base, n).exists():
         n += 1
-    return candidate
+    return _numbered(base, n)
 
 
-def resolve_output(cfg: SimConfig, out, overwrite: bool) -> Path:
-    """The output path, checked before anything is written: the default name in ``data/``
-    (created) for None; raises ConfigError for a folder or a missing parent folder and
-    :class:`OutputExistsError` for an existing file without ``overwrite``."""
+@dataclass
+class Output:
+    """A file this process writes (docs/model.md §10.6).
+
+    Without ``overwrite`` the file is created exclusively at ``target`` and written in place
+    (a ``numbered`` default name takes the next free suffix instead of failing); with it, the file
+    is written under a temporary name beside ``target`` and renamed over it by :meth:`commit`.
+    A process removes (:meth:`discard`) only the file it created, recognised by its inode.
+    """
+
+    target: Path
+    overwrite: bool = False
+    numbered: bool = False
+    written: Path | None = None     # the file this process created, once created
+    _fd: int | None = field(default=None, repr=False)
+
+    def create(self) -> h5py.File:
+        """Create the file (HDF5, open for writing); raises :class:`OutputExistsError` if
+        ``target`` exists without ``overwrite`` (even if another process made it a moment ago).
+        If HDF5 fails after the name was claimed, the file claimed is removed."""
+        if self.overwrite:
+            self._claim(self.target.with_name(
+                f"{self.target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"))
+        else:
+            n = 0
+            while not self._claim(_numbered(self.target, n), taken_ok=self.numbered):
+                n += 1
+            self.target = self.written
+        try:
+            return h5py.File(self.written, "w")
+        except BaseException:
+            self.discard()
+            raise
+
+    def _claim(self, path: Path, taken_ok: bool = False) -> bool:
+        """Create ``path`` empty and exclusively (O_EXCL); False if taken and ``taken_ok``.
+        The descriptor stays open until commit or discard, so that the inode cannot be reused
+        and :meth:`_is_mine` recognises the file."""
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            if taken_ok:
+                return False
+            raise OutputExistsError(path) from None
+        self.written, self._fd = path, fd
+        return True
+
+    def _is_mine(self) -> bool:
+        try:
+            here, mine = os.stat(self.written), os.fstat(self._fd)
+        except (OSError, TypeError):
+            return False
+        return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def commit(self) -> Path:
+        """Rename the temporary file over ``target`` (``overwrite``); returns ``target``."""
+        if self.written is not None and self.written != self.target and self._is_mine():
+            os.replace(self.written, self.target)
+            self.written = self.target
+        self._release()
+        return self.target
+
+    def discard(self) -> None:
+        """Remove the file this process created, if it is still there (never another's)."""
+        if self.written is not None and self._is_mine():
+            self.written.unlink()
+        self.written = None
+        self._release()
+
+
+def resolve_output(cfg: SimConfig, out, overwrite: bool) -> Output:
+    """Where the run goes, checked before anything is written: the default name in ``data/``
+    (created) for None; raises ConfigError for a folder, a missing or unwritable folder and
+    :class:`OutputExistsError` for an existing file without ``overwrite`` (checked again,
+    atomically, when the file is created)."""
     if out is None:
         folder = Path("data")
-        folder.mkdir(exist_ok=True)
-        return default_output_path(cfg, folder)
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("out", "a writable folder", "data",
+                              message=f"the default folder data/ cannot be made here "
+                                      f"({exc.strerror or exc}); pass --out") from None
+        _check_writable_folder(folder)
+        return Output(default_output_path(cfg, folder), numbered=True)
     path = Path(out)
     if path.is_dir():
         raise ConfigError("out", "a file path", str(path),
@@ -97,9 +187,16 @@ def resolve_output(cfg: SimConfig, out, overwrite: bool) -> Path:
         raise ConfigError("out", "a path in an existing folder", str(path),
                           message=f"out must be a path in an existing folder; "
                                   f"{str(path.parent)!r} does not exist")
+    _check_writable_folder(path.parent)
     if path.exists() and not overwrite:
         raise OutputExistsError(path)
-    return path
+    return Output(path, overwrite=overwrite)
+
+
+def _check_writable_folder(folder: Path) -> None:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError("out", "a path in a writable folder", str(folder),
+                          message=f"the folder {str(folder)!r} is not writable by this user")
 
 
 def record_steps(steps: int, records: int) -> np.ndarray:
@@ -195,31 +292,46 @@ LATER_DATASETS = ("empirical/lambda_skewness", "empirical/lambda_kurtosis",
                   "empirical/nu_skewness", "empirical/nu_kurtosis")
 
 
-class RunWriter:
-    """Creates a run file with every dataset allocated, then writes and flushes records.
+#: Records are flushed at least this often, in seconds of wall time (docs/model.md §10.6).
+FLUSH_SECONDS = 1.0
 
-    Thread-safe: seeds running in parallel threads share one writer.
+
+class RunWriter:
+    """Creates a run file with every dataset allocated, then writes records, flushed at least
+    every :data:`FLUSH_SECONDS` and when the run ends (docs/model.md §10.6).
+
+    ``output`` is an :class:`Output` or a path (then created as ``Output(path, overwrite)``).
+    Thread-safe: seeds running in parallel threads share one writer; a background thread flushes.
     """
 
-    def __init__(self, path: Path, cfg: SimConfig, steps: np.ndarray, gen_block: int,
-                 command_line: str, overwrite: bool) -> None:
-        self.path = Path(path)
+    def __init__(self, output: Output | Path, cfg: SimConfig, steps: np.ndarray, gen_block: int,
+                 command_line: str, overwrite: bool = False) -> None:
+        self.output = output if isinstance(output, Output) else Output(Path(output), overwrite)
         self.steps = steps
         self.lock = threading.Lock()
-        if overwrite and self.path.exists():
-            self.path.unlink()
-        self.file = h5py.File(self.path, "w-")
+        self.run_id = uuid.uuid4().hex
+        self.file = self.output.create()
+        try:
+            self._fill(cfg, gen_block, command_line)
+        except BaseException:
+            self._abandon()
+            raise
+        self.path = self.output.written
+        self._dirty = False
+        self._closed = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_every_second, daemon=True,
+                                         name="fastsgd-flush")
+        self._flusher.start()
+
+    def _fill(self, cfg: SimConfig, gen_block: int, command_line: str) -> None:
+        """The root attributes and every dataset at full size with its initial value."""
         attrs = self.file.attrs
-        attrs["creator"] = CREATOR
-        attrs["format_version"] = FORMAT_VERSION
-        attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
-        attrs["command_line"] = command_line
-        attrs["config"] = cfg.to_json()
-        attrs["gen_block"] = gen_block
-        for key, value in environment_attributes().items():
-            attrs[key] = value
-        n_t = steps.shape[0]
-        for name, (shape, dtype) in dataset_shapes(cfg, n_t).items():
+        attrs.update({"creator": CREATOR, "format_version": FORMAT_VERSION,
+                      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                      "run_id": self.run_id, "command_line": command_line,
+                      "config": cfg.to_json(), "gen_block": gen_block})
+        attrs.update(environment_attributes())
+        for name, (shape, dtype) in dataset_shapes(cfg, self.steps.shape[0]).items():
             if dtype == STATUS_DTYPE:
                 data = np.full(shape, b"pending", dtype=dtype)
             elif dtype == "i8":
@@ -229,42 +341,63 @@ class RunWriter:
             fill = data.flat[0] if data.size else None
             self.file.create_dataset(name, data=data, track_times=False, fillvalue=fill)
         self.file["seed_index"][...] = np.asarray(cfg.seed_indices, dtype=np.int64)
-        self.file["step"][...] = steps
-        self.file["t"][...] = steps / cfg.N
+        self.file["step"][...] = self.steps
+        self.file["t"][...] = self.steps / cfg.N
         self.file.flush()
 
+    def _abandon(self) -> None:
+        """Creation failed (a full disk): close what can be closed, remove the file made."""
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        self.output.discard()
+
+    def _flush_every_second(self) -> None:
+        while not self._closed.wait(FLUSH_SECONDS):
+            with self.lock:
+                if self._dirty and self.file.id.valid:
+                    self.file.flush()
+                    self._dirty = False
+
     def write(self, i: int, values: dict[str, np.ndarray]) -> None:
-        """Write per-seed datasets ``{name: value}`` for seed position i and flush."""
+        """Write per-seed datasets ``{name: value}`` for seed position i."""
         with self.lock:
             for name, value in values.items():
                 self.file[name][i] = value
-            self.file.flush()
+            self._dirty = True
 
     def write_record(self, i: int, row: int, record: dict[str, np.ndarray | float]) -> None:
-        """Write record ``row`` of seed position i, bump n_records and flush."""
+        """Write record ``row`` of seed position i and bump n_records."""
         with self.lock:
             for name, key in RECORD_DATASETS.items():
                 if key in record:
                     self.file[name][i, row] = record[key]
             self.file["n_records"][i] = row + 1
-            self.file.flush()
+            self._dirty = True
 
     def set_status(self, i: int, status: str, diverged_step: int | None = None) -> None:
+        """Set seed position i's status (and step of divergence) and flush."""
         assert status in STATUSES
         with self.lock:
             self.file["status"][i] = status.encode("ascii")
             if diverged_step is not None:
                 self.file["diverged_step"][i] = diverged_step
             self.file.flush()
+            self._dirty = False
 
     def statuses(self) -> list[str]:
         with self.lock:
             return [s.decode("ascii") for s in self.file["status"][...]]
 
-    def close(self) -> None:
+    def close(self) -> Path:
+        """Flush and close the file, then give it its name (:meth:`Output.commit`); returns the
+        target path. If closing fails the file is left where it was written."""
+        self._closed.set()
         with self.lock:
             if self.file.id.valid:
                 self.file.close()
+        return self.output.commit()
 
 
 @dataclass

@@ -7,6 +7,7 @@ floating-point order is fixed whatever the thread count (docs/model.md §3.3).
 
 from __future__ import annotations
 
+import errno
 import shlex
 import signal
 import sys
@@ -34,14 +35,17 @@ class WriteError(OSError):
 
 def simulate(cfg: SimConfig, out=None, overwrite: bool = False, threads: int | None = None,
              progress: bool = False, command_line: str | None = None) -> io.Run:
-    """Run the simulation of ``cfg`` and write it to an HDF5 file (docs/model.md §8.2).
+    """Run the simulation of ``cfg`` and write it to an HDF5 file (docs/model.md §8.2, §10.6).
 
     Parameters
     ----------
     cfg : the configuration.
-    out : output path; None gives a parameter-derived name in ``data/``.
-    overwrite : replace an existing ``out``; without it an existing file raises
-        :class:`fastsgd.io.OutputExistsError` (a FileExistsError).
+    out : output path; None gives a parameter-derived name in ``data/`` (the next free suffix,
+        claimed exclusively). Without ``overwrite`` the file is created exclusively and written
+        in place; an existing file raises :class:`fastsgd.io.OutputExistsError` (a
+        FileExistsError), also one made by another process a moment ago.
+    overwrite : write under a temporary name beside ``out`` and rename it over ``out`` when the
+        run ends (also after SIGINT/SIGTERM); until then an existing ``out`` is intact.
     threads : seeds run concurrently (each with one BLAS thread); default min(seeds, cores).
     progress : show a progress bar on stderr.
 
@@ -49,15 +53,16 @@ def simulate(cfg: SimConfig, out=None, overwrite: bool = False, threads: int | N
     -------
     fastsgd.Run, the loaded file. On KeyboardInterrupt (SIGINT) or :class:`Terminated` (SIGTERM)
     the file is finished with status "interrupted" for unfinished seeds and the exception is
-    re-raised.
+    re-raised. :class:`WriteError` if the file cannot be written mid-run or was replaced by
+    another process before the run ended.
     """
     if not isinstance(cfg, SimConfig):
         raise TypeError(f"cfg must be a fastsgd.SimConfig, got {type(cfg).__name__}")
     threads = min(cfg.seeds, usable_cores() if threads is None
                   else parse_count(threads, "threads", 1, MAX_SEEDS))
-    check_resources(cfg, threads)
-    path = io.resolve_output(cfg, out, overwrite)
-    writer = _create_writer(cfg, path, overwrite,
+    output = io.resolve_output(cfg, out, overwrite)
+    check_resources(cfg, threads, output.target.parent)
+    writer = _create_writer(cfg, output,
                             shlex.join(sys.argv) if command_line is None else command_line)
     stop = threading.Event()
     bar = _progress_bar(cfg) if progress else None
@@ -69,19 +74,30 @@ def simulate(cfg: SimConfig, out=None, overwrite: bool = False, threads: int | N
             signal.signal(signal.SIGTERM, previous_term)
         if bar is not None:
             bar.close()
-        writer.close()
-    return io.load(path)
+        path = writer.close()
+    return _load_own(path, writer.run_id)
 
 
-def _create_writer(cfg: SimConfig, path, overwrite: bool, command_line: str) -> io.RunWriter:
+def _create_writer(cfg: SimConfig, output: io.Output, command_line: str) -> io.RunWriter:
     steps = io.record_steps(cfg.steps, cfg.records)
     try:
-        return io.RunWriter(path, cfg, steps, GEN_BLOCK, command_line, overwrite)
+        return io.RunWriter(output, cfg, steps, GEN_BLOCK, command_line)
+    except io.OutputExistsError:
+        raise
     except OSError as exc:  # nothing was run: bad output, and no half-made file left behind
-        path.unlink(missing_ok=True)
-        raise ConfigError("out", "a writable file path", str(path),
-                          message=f"out cannot be written: {path} ({exc.strerror or exc})"
-                          ) from None
+        raise ConfigError("out", "a writable file path", str(output.target),
+                          message=f"out cannot be written: {output.target} "
+                                  f"({exc.strerror or exc})") from None
+
+
+def _load_own(path, run_id: str) -> io.Run:
+    """The finished file, checked to be this run's: another process may have replaced it
+    with ``overwrite`` meanwhile (docs/model.md §10.6)."""
+    run = io.load(path)
+    if run.attrs.get("run_id") != run_id:
+        raise WriteError(errno.EEXIST, f"{path} was replaced by another process during the run "
+                         "(its --overwrite); this run's file is gone")
+    return run
 
 
 def _progress_bar(cfg: SimConfig):

@@ -27,7 +27,7 @@ from analysis.ode import (DEFAULT_DT, DEFAULT_METHOD, GaussianEquivalentState, T
                           integrate_gaussian_equivalent, integrate_hmm)
 from fastsgd.config import (ConfigError, input_mean_method, input_mean_vanishes,
                             latent_mean_vanishes)
-from fastsgd.io import OutputExistsError, Run, RunFileError
+from fastsgd.io import Output, OutputExistsError, Run, RunFileError
 
 #: The input models the HMM ODE describes (docs/model.md §5.2, §7.5).
 ODE_INPUT_MODELS = ("hmm", "equivalent_gaussian")
@@ -249,15 +249,18 @@ def write_ode_file(path, run, seed_positions, trajectories, *, dt: float, method
     else:
         settings.update(moments_method=moments.moments_method, moment_samples=moments.samples)
         data.update(mean_fields=moments.mean_fields, moments_error=moments.error)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as fh:
-        for key, value in run.attrs.items():
-            fh.attrs[key] = value
-        fh.attrs["ode"] = json.dumps(settings)
-        for name, value in data.items():
-            fh.create_dataset(name, data=value, track_times=False)
-    tmp.replace(path)
-    return path
+    output = Output(path, overwrite=overwrite)     # docs/model.md §10.6
+    fh = output.create()
+    try:
+        with fh:
+            fh.attrs.update(run.attrs)
+            fh.attrs["ode"] = json.dumps(settings)
+            for name, value in data.items():
+                fh.create_dataset(name, data=value, track_times=False)
+    except BaseException:
+        output.discard()
+        raise
+    return output.commit()
 
 
 def load_ode_file(path, run) -> TheoryCurves:

@@ -10,6 +10,9 @@
    records and statuses written in place.
 4. load: RunFileError naming the file for a missing, foreign, future, truncated or damaged file;
    Run.initial_state by position.
+5. Output (§10.6): exclusive creation, the next free suffix, overwrite through a temporary file
+   renamed over the target, a process removes only what it created; records flushed within a
+   second, not one by one. Concurrent processes and a real small disk: tests/test_robustness.py.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -25,8 +31,8 @@ import pytest
 
 import fastsgd
 from fastsgd.config import ConfigError, SimConfig
-from fastsgd.io import (FORMAT_VERSION, RunFileError, RunWriter, dataset_shapes,
-                        default_output_path, record_steps, resolve_output)
+from fastsgd.io import (FLUSH_SECONDS, FORMAT_VERSION, Output, RunFileError, RunWriter,
+                        dataset_shapes, default_output_path, record_steps, resolve_output)
 
 SMALL = dict(N=32, D=16, K=2, M=3, steps=300, records=5, test_size=50)
 
@@ -136,10 +142,11 @@ def test_a_taken_name_gets_a_numeric_suffix(tmp_path):
 def test_resolve_output_default_goes_to_data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = SimConfig(N=40, D=20)
-    path = resolve_output(cfg, None, overwrite=False)
+    output = resolve_output(cfg, None, overwrite=False)
     assert (tmp_path / "data").is_dir()
-    assert path == Path("data") / default_output_path(cfg, tmp_path / "data").name
-    assert not path.exists()        # nothing is written yet
+    assert output.target == Path("data") / default_output_path(cfg, tmp_path / "data").name
+    assert output.numbered and not output.overwrite
+    assert not output.target.exists()        # nothing is written yet
 
 
 def test_resolve_output_refusals(tmp_path):
@@ -158,9 +165,10 @@ def test_resolve_output_refusals(tmp_path):
         resolve_output(cfg, existing, overwrite=False)
     assert isinstance(info.value, FileExistsError) and info.value.path == existing
     assert str(existing) in str(info.value)
-    assert resolve_output(cfg, str(existing), overwrite=True) == existing
+    assert resolve_output(cfg, str(existing), overwrite=True).target == existing
     assert existing.read_bytes() == b"keep"     # resolving never deletes
-    assert resolve_output(cfg, tmp_path / "new.h5", overwrite=False) == tmp_path / "new.h5"
+    new = resolve_output(cfg, tmp_path / "new.h5", overwrite=False)
+    assert new.target == tmp_path / "new.h5" and not new.numbered
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,3 +335,107 @@ def test_a_file_made_before_the_field_shapes_loads_with_nan(small_run, tmp_path)
     assert np.isnan(run.empirical["lambda_kurtosis"]).all()
     assert run.empirical["nu_skewness"].shape == (2, small_run.config.M)
     np.testing.assert_array_equal(run.eg_mc, small_run.eg_mc)
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Output: exclusive creation, temporary names, flushing (§10.6)
+# --------------------------------------------------------------------------------------------
+
+def test_output_is_created_exclusively_even_if_made_a_moment_ago(tmp_path):
+    target = tmp_path / "r.h5"
+    output = Output(target)
+    target.write_bytes(b"another process")          # after the early check, before creation
+    with pytest.raises(fastsgd.OutputExistsError):
+        output.create()
+    assert target.read_bytes() == b"another process"
+    output.discard()                                  # it created nothing: removes nothing
+    assert target.read_bytes() == b"another process"
+
+
+def test_a_numbered_output_takes_the_next_free_suffix(tmp_path):
+    base = tmp_path / "r.h5"
+    base.write_bytes(b"taken")
+    (tmp_path / "r_1.h5").write_bytes(b"taken")
+    output = Output(base, numbered=True)
+    output.create().close()
+    assert output.target == output.written == tmp_path / "r_2.h5"
+    assert base.read_bytes() == b"taken"
+
+
+def test_overwrite_writes_a_temporary_file_and_renames_it_over_the_target(tmp_path):
+    target = tmp_path / "r.h5"
+    target.write_bytes(b"old")
+    output = Output(target, overwrite=True)
+    with output.create() as fh:
+        fh["x"] = 1
+    assert output.written.parent == tmp_path and output.written.name.startswith("r.h5.tmp-")
+    assert target.read_bytes() == b"old"
+    assert output.commit() == target
+    with h5py.File(target, "r") as fh:
+        assert fh["x"][()] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
+
+
+def test_discard_removes_only_the_file_this_process_created(tmp_path):
+    target = tmp_path / "r.h5"
+    output = Output(target)
+    output.create().close()
+    target.unlink()
+    target.write_bytes(b"made by another process after ours was removed")
+    output.discard()
+    assert target.exists()
+    mine = Output(tmp_path / "mine.h5")
+    mine.create().close()
+    mine.discard()
+    assert not (tmp_path / "mine.h5").exists()
+
+
+def test_a_failed_creation_removes_the_name_it_claimed(tmp_path, monkeypatch):
+    def failing(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(h5py, "File", failing)
+    with pytest.raises(OSError):
+        Output(tmp_path / "r.h5").create()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_records_are_flushed_within_a_second_without_closing(tmp_path):
+    """A record written and not followed by anything else is readable by another process within
+    FLUSH_SECONDS (plus slack), while the writer stays open."""
+    cfg = SimConfig(**SMALL)
+    steps = record_steps(cfg.steps, cfg.records)
+    path = tmp_path / "w.h5"
+    writer = RunWriter(path, cfg, steps, 256, "", overwrite=False)
+    reader = ("import sys, time, h5py, numpy as np\n"
+              "deadline = time.monotonic() + float(sys.argv[2])\n"
+              "while time.monotonic() < deadline:\n"
+              "    with h5py.File(sys.argv[1], 'r', locking=False) as fh:\n"
+              "        if np.array_equal(fh['final/v'][0], [3.0, 4.0]): sys.exit(0)\n"
+              "    time.sleep(0.05)\n"
+              "sys.exit(1)\n")
+    try:
+        writer.write(0, {"final/v": np.array([3.0, 4.0])})
+        written = time.monotonic()
+        seen = subprocess.run([sys.executable, "-c", reader, str(path), "20"], timeout=60)
+        waited = time.monotonic() - written
+    finally:
+        writer.close()
+    assert seen.returncode == 0
+    assert waited < FLUSH_SECONDS + 5.0       # the reader's start-up (h5py import) included
+
+
+def test_records_are_not_flushed_one_by_one(tmp_path, monkeypatch):
+    """Flushing is time-based: 200 records in quick succession cost at most a few flushes."""
+    cfg = SimConfig(**{**SMALL, "records": 200, "steps": 10 ** 5})
+    steps = record_steps(cfg.steps, cfg.records)
+    writer = RunWriter(tmp_path / "w.h5", cfg, steps, 256, "", overwrite=False)
+    flushes = []
+    original = h5py.File.flush
+    monkeypatch.setattr(h5py.File, "flush", lambda fh: (flushes.append(1), original(fh)))
+    record = {"eg": 0.1, "eg_mc": 0.2}
+    for row in range(len(steps)):
+        writer.write_record(0, row, record)
+    writer.close()
+    assert len(flushes) <= 3
+    assert fastsgd.load(tmp_path / "w.h5").n_records[0] == len(steps)

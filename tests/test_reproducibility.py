@@ -9,7 +9,7 @@ import pytest
 import fastsgd
 
 SMALL = dict(N=96, D=48, K=2, M=2, steps=3000, records=12, test_size=200)
-VOLATILE_ATTRS = {"created", "command_line"}
+VOLATILE_ATTRS = {"created", "command_line", "run_id"}
 
 
 def file_contents(path):

@@ -18,7 +18,8 @@ import pytest
 import fastsgd
 from fastsgd import resources
 from fastsgd.config import ConfigError, SimConfig
-from fastsgd.resources import check_resources, memory_per_seed, usable_cores
+from fastsgd.resources import (check_disk, check_resources, file_bytes, memory_needed,
+                               memory_per_seed, usable_cores)
 
 BASE = dict(N=1000, D=500, M=2, test_size=10_000)
 
@@ -76,8 +77,8 @@ def test_contains_the_external_specifications_figure_for_float64_inputs():
 
 def test_check_resources_refuses_what_does_not_fit(monkeypatch):
     cfg = SimConfig(**BASE)
-    need = memory_per_seed(cfg)
-    monkeypatch.setattr(resources, "available_memory", lambda: 2 * need - 1)
+    need = memory_needed(cfg, 1) + memory_per_seed(cfg)      # two seeds
+    monkeypatch.setattr(resources, "available_memory", lambda: need - 1)
     check_resources(cfg, 1)                       # one seed fits
     with pytest.raises(ConfigError) as info:
         check_resources(cfg, 2)                   # two do not
@@ -91,7 +92,7 @@ def test_check_resources_refuses_what_does_not_fit(monkeypatch):
 
 def test_a_run_that_does_not_fit_is_refused_before_anything_is_written(monkeypatch, tmp_path):
     cfg = SimConfig(N=32, D=16, steps=10, seeds=2, test_size=20)
-    monkeypatch.setattr(resources, "available_memory", lambda: memory_per_seed(cfg))
+    monkeypatch.setattr(resources, "available_memory", lambda: memory_needed(cfg, 1))
     out = tmp_path / "run.h5"
     with pytest.raises(ConfigError) as info:
         fastsgd.simulate(cfg, out=out, threads=2)
@@ -106,3 +107,49 @@ def test_usable_cores_and_available_memory():
     available = resources.available_memory()
     if os.path.exists("/proc/meminfo"):
         assert isinstance(available, int) and available > 0
+
+
+def test_the_spectral_densities_k_squared_terms_are_counted():
+    """The initial state's σ (K, K, D) and r (K, M, D): second difference in K at fixed D is at
+    least 2·8·D (the K²·D term), and the record's test-set fields add 4·8·P per unit."""
+    D, P = BASE["D"], BASE["test_size"]
+    second = mem(K=12) - 2 * mem(K=11) + mem(K=10)
+    assert second >= 2 * 8 * D
+    assert mem(K=11) - mem(K=10) >= 8 * (4 * P + 21 * D)
+
+
+def test_memory_counts_the_file_loaded_at_the_end(monkeypatch):
+    """Many seeds and records at one thread: the loaded file is the peak."""
+    cfg = SimConfig(N=64, D=32, K=8, M=8, seeds=100, records=2000, steps=10 ** 6, test_size=100)
+    assert file_bytes(cfg) > memory_per_seed(cfg)
+    assert memory_needed(cfg, 1) == file_bytes(cfg)
+    monkeypatch.setattr(resources, "available_memory", lambda: file_bytes(cfg) - 1)
+    with pytest.raises(ConfigError, match="loaded at the end"):
+        check_resources(cfg, 1)
+
+
+@pytest.mark.parametrize("values", [dict(), dict(K=5, M=3, seeds=3, records=50),
+                                    dict(center_inputs=True, m=2, alpha=1.0, seeds=2)])
+def test_file_bytes_bounds_the_real_file(tmp_path, values):
+    """file_bytes is at least the size of the file a run makes, and at most twice it."""
+    cfg = SimConfig(**{"N": 64, "D": 32, "steps": 300, "test_size": 50, **values})
+    run = fastsgd.simulate(cfg, out=tmp_path / "r.h5", threads=1)
+    size = run.path.stat().st_size
+    assert size <= file_bytes(cfg) <= 2 * size + 256 * 1024
+
+
+def test_check_disk_refuses_a_file_larger_than_the_free_space(monkeypatch, tmp_path):
+    cfg = SimConfig(N=64, D=32, steps=300, test_size=50)
+    real = os.statvfs(tmp_path)
+
+    class Stats:
+        f_frsize, f_bavail = 1, file_bytes(cfg) - 1
+
+    check_disk(cfg, tmp_path)
+    monkeypatch.setattr(resources.os, "statvfs", lambda folder: Stats)
+    with pytest.raises(ConfigError) as info:
+        check_disk(cfg, tmp_path)
+    assert info.value.parameter == "out" and "MiB free" in str(info.value)
+    with pytest.raises(ConfigError):
+        fastsgd.simulate(cfg, out=tmp_path / "r.h5")
+    assert list(tmp_path.iterdir()) == [] and real.f_bavail > 0

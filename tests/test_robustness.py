@@ -140,7 +140,7 @@ def test_output_that_cannot_be_created_is_bad_input(tmp_path, monkeypatch, capsy
     real_file = h5.File
 
     def no_space(path, mode="r", *args, **kwargs):
-        if mode == "w-":
+        if mode in ("w", "w-"):
             open(path, "wb").close()  # a half-made file that must not stay behind
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_file(path, mode, *args, **kwargs)
@@ -151,3 +151,164 @@ def test_output_that_cannot_be_created_is_bad_input(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "No space left" in err[0]
     assert not out.exists()
+
+
+# --------------------------------------------------------------- concurrent writers (§10.6)
+def _finish(proc, timeout=120):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err.strip().splitlines()
+
+
+def test_two_writers_of_one_explicit_out_one_wins_and_the_other_says_so(tmp_path):
+    """Started together without --overwrite: exactly one writes (exit 0), the other exits 2
+    with one line; the file holds the winner's run."""
+    out = tmp_path / "same.h5"
+    procs = [spawn(["-N", 64, "-D", 32, "--steps", 2000, "--test-size", 100,
+                    "--records", records, "--out", out]) for records in (10, 12)]
+    results = [_finish(p) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results
+    winner = next(i for i, (code, _, _) in enumerate(results) if code == 0)
+    loser_err = results[1 - winner][2]
+    assert len(loser_err) == 1 and "exists" in loser_err[0], loser_err
+    assert fastsgd.load(out).config.records == (10, 12)[winner]
+
+
+def test_default_names_chosen_at_the_same_moment_are_distinct(tmp_path):
+    """Two runs whose default names coincide (records is not in the name) take two suffixes;
+    each reports the file that holds its own run."""
+    procs = [spawn(["-N", 64, "-D", 32, "--steps", 2000, "--test-size", 100,
+                    "--records", records], cwd=tmp_path) for records in (10, 12)]
+    results = [_finish(p) for p in procs]
+    assert [code for code, _, _ in results] == [0, 0], results
+    paths = [tmp_path / out.split("wrote ", 1)[1].strip() for _, out, _ in results]
+    assert paths[0] != paths[1] and len(list((tmp_path / "data").iterdir())) == 2
+    assert [fastsgd.load(p).config.records for p in paths] == [10, 12]
+
+
+def _long_run(out, *extra):
+    return spawn(["-N", 200, "-D", 100, "--steps", "1e9", "--records", 400, "--test-size", 300,
+                  "--out", out, "--quiet", *extra])
+
+
+def _has_records(path, n=5):
+    try:
+        return fastsgd.load(path).n_records[0] >= n
+    except fastsgd.RunFileError:
+        return False
+
+
+def test_overwrite_keeps_the_old_file_until_the_run_ends_then_renames(tmp_path, small_run):
+    """SIGINT ends the run: the temporary file (with its records) replaces the old one; until
+    then the old file is intact, and no other file is left behind."""
+    out = tmp_path / "old.h5"
+    out.write_bytes(small_run.path.read_bytes())
+    proc = _long_run(out, "--overwrite")
+    try:
+        wait_until(lambda: any(_has_records(p) for p in tmp_path.glob("old.h5.tmp-*")))
+        assert out.read_bytes() == small_run.path.read_bytes()
+        proc.send_signal(signal.SIGINT)
+        code, _, err = _finish(proc)
+    finally:
+        proc.kill()
+    assert code == 130 and len(err) == 1
+    run = fastsgd.load(out)
+    assert run.status == ["interrupted"] and run.config.N == 200 and run.n_records[0] >= 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.h5"]
+
+
+def test_sigkill_during_overwrite_leaves_the_old_file_and_the_temporary_one(tmp_path,
+                                                                              small_run):
+    out = tmp_path / "old.h5"
+    out.write_bytes(small_run.path.read_bytes())
+    proc = _long_run(out, "--overwrite")
+    try:
+        wait_until(lambda: any(_has_records(p) for p in tmp_path.glob("old.h5.tmp-*")))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    assert out.read_bytes() == small_run.path.read_bytes()
+    (temporary,) = tmp_path.glob("old.h5.tmp-*")
+    assert fastsgd.load(temporary).n_records[0] >= 5
+
+
+def test_a_run_whose_file_another_process_replaced_does_not_report_success(tmp_path):
+    """A writes in place; B --overwrite replaces A's file before A ends: A exits 1 with one line
+    naming the replacement, B's file stays."""
+    out = tmp_path / "contested.h5"
+    first = spawn(["-N", 200, "-D", 100, "--steps", "2e6", "--records", 50, "--test-size", 300,
+                   "--out", out, "--quiet"])
+    try:
+        wait_until(lambda: _has_records(out, 2))
+        second = spawn(["-N", 32, "-D", 16, "--steps", 100, "--test-size", 50, "--out", out,
+                        "--overwrite", "--quiet"])
+        assert _finish(second)[0] == 0
+        assert first.poll() is None, "the first run ended before the second replaced its file"
+        code, _, err = _finish(first)
+    finally:
+        first.kill()
+    assert code == 1 and len(err) == 1 and "replaced by another process" in err[0], err
+    assert fastsgd.load(out).config.N == 32
+
+
+# --------------------------------------------------------------- a small filesystem of its own
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 2 MiB tmpfs mounted for this test (root only: skipped elsewhere)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+BIG_RUN = ["-N", 2000, "-D", 1000, "--steps", 2000, "--seeds", 16, "--records", 400,
+           "--test-size", 100]
+
+
+def test_a_run_larger_than_the_disk_is_refused_up_front(small_filesystem):
+    out = small_filesystem / "big.h5"
+    proc = spawn([*BIG_RUN, "--out", out, "--quiet"])
+    code, _, err = _finish(proc)
+    assert code == 2 and len(err) == 1 and "MiB free" in err[0], err
+    assert list(small_filesystem.iterdir()) == []
+
+
+def test_hdf5_failing_on_a_full_disk_at_creation_leaves_nothing_and_one_line(small_filesystem):
+    """The free-space check bypassed: HDF5's own ENOSPC while reserving the datasets is exit 2,
+    one line, no file, and no crash at exit."""
+    script = ("import sys, fastsgd.resources as r; r.check_disk = lambda *a: None; "
+              "from fastsgd.cli import main; sys.exit(main(sys.argv[1:]))")
+    args = ["simulate", *map(str, BIG_RUN), "--out", str(small_filesystem / "big.h5"), "-q"]
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          timeout=120)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1 and "No space left" in err[0], done.stderr
+    assert list(small_filesystem.iterdir()) == []
+
+
+def test_a_disk_filled_mid_run_does_not_touch_the_reserved_file(small_filesystem):
+    """The run's space is reserved at creation: filling the disk while it runs changes nothing,
+    and the run ends ok with every record."""
+    out = small_filesystem / "run.h5"
+    proc = spawn(["-N", 200, "-D", 100, "--steps", "2e5", "--seeds", 2, "--records", 100,
+                  "--test-size", 200, "--out", out, "--quiet"])
+    try:
+        wait_until(lambda: _has_records(out, 2))
+        with open(small_filesystem / "filler", "wb") as fh, pytest.raises(OSError) as full:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        assert full.value.errno == errno.ENOSPC
+        code, _, err = _finish(proc)
+    finally:
+        proc.kill()
+    assert code == 0, err
+    run = fastsgd.load(out)
+    assert run.status == ["ok", "ok"] and np.all(run.n_records == len(run.step))
