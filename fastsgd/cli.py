@@ -1,12 +1,16 @@
 """The ``fastsgd`` command line: a thin layer over :func:`fastsgd.simulate` (docs/model.md §8.1).
 
-Errors in what the user typed end the process with one stderr line and exit code 2; nothing is
-written then. Exit codes: 0 all seeds ok, 1 the output could not be written mid-run (a full
-disk), 2 bad input, 3 a seed diverged, 130 SIGINT, 143 SIGTERM.
+Every error is one stderr line (no traceback; FASTSGD_TRACEBACK=1 shows one for an unexpected
+error). Errors in what the user typed exit 2 and write nothing. Exit codes: 0 success; 1 a failed
+or empty result (the output could not be written mid-run or was replaced by another process,
+every seed's ODE failed, no deviation in the window, failed sweep cells, an unexpected error);
+2 bad input; 3 a seed diverged; 130 SIGINT; 143 SIGTERM.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import shlex
 import sys
 
@@ -23,7 +27,7 @@ from fastsgd.sampling import MEAN_GEOMETRIES, STANDARDIZATIONS, TEACHERS, WEIGHT
 from fastsgd.sgd import INPUT_MODELS
 from fastsgd.theory import DEFAULT_DT, DEFAULT_METHOD, DEFAULT_T_MIN, THEORIES
 
-EXIT_OK, EXIT_WRITE, EXIT_USAGE, EXIT_DIVERGED, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
 DT_HELP = (f"[default: {DEFAULT_DT:g}; moments theory with rk4: {MOMENTS_RK4_DT:g}, each step "
            "capped by the state's stiffness]")
 
@@ -205,6 +209,53 @@ def _positive_dt(dt: float) -> float:
     return dt
 
 
+def _check_output_file(path: str, flag: str, figure: bool = False) -> None:
+    """Refuse, before any computation, an output file whose folder is missing or not writable
+    by this user, or a figure whose format matplotlib cannot write."""
+    import os
+    from pathlib import Path
+
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise click.UsageError(f"{flag}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.UsageError(f"{flag}: the folder {str(folder)!r} is not writable by this user")
+    if figure:
+        from matplotlib.figure import Figure
+        formats = sorted(Figure().canvas.get_supported_filetypes())
+        suffix = Path(path).suffix.lstrip(".").lower()
+        if suffix not in formats:
+            raise click.UsageError(f"{flag}: the figure format must be one of "
+                                   f"{', '.join(formats)} (the file's suffix), got {path!r}")
+
+
+def _check_output_folder(path: str) -> None:
+    """Refuse, before the cluster starts and without making anything, a sweep folder that this
+    user could not make or write: its nearest existing ancestor must be a writable folder."""
+    from pathlib import Path
+
+    existing = Path(path).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise click.UsageError(f"--out: {str(existing)!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise click.UsageError(f"--out: the folder {str(existing)!r} is not writable by this "
+                               "user")
+
+
+def _check_window(run, t_min: float, t_max: float | None) -> None:
+    """Refuse a deviation window that holds none of the run's record times (t > 0)."""
+    if t_max is not None and not t_max > t_min:
+        raise click.UsageError(f"--t-max must be > --t-min ({t_min:g}), got {t_max:g}")
+    t = run.t[run.t > 0]
+    inside = (t >= t_min) & (t <= (math.inf if t_max is None else t_max))
+    if not inside.any():
+        raise click.UsageError(
+            f"--t-min/--t-max: the window [{t_min:g}, {'∞' if t_max is None else f'{t_max:g}'}] "
+            f"holds none of the run's record times (t = {t.min():g} … {t.max():g})")
+
+
 @cli.command()
 @click.argument("run_path", metavar="RUN.h5", type=click.Path(dir_okay=False))
 @click.option("--seed-index", default="all", show_default=True,
@@ -230,8 +281,7 @@ def ode(run_path, seed_index, theory, dt, method, out, overwrite) -> None:
     out_path = Path(out)
     if out_path.exists() and not overwrite:
         raise click.UsageError(f"--out: {out_path} exists; pass --overwrite to replace it")
-    if not out_path.parent.is_dir():
-        raise click.UsageError(f"--out: the folder {str(out_path.parent)!r} does not exist")
+    _check_output_file(out, "--out")
     moments = None
     try:
         if theory == "moments":
@@ -242,13 +292,27 @@ def ode(run_path, seed_index, theory, dt, method, out, overwrite) -> None:
     except TheoryUnavailable as exc:
         raise click.UsageError(f"{exc} (fastsgd compare --reference)") from None
     step, control = trajectories[0].dt, trajectories[0].step_control
-    write_ode_file(out_path, run, positions, trajectories, dt=step, method=method,
-                   overwrite=overwrite, theory=theory, moments=moments)
+    try:
+        write_ode_file(out_path, run, positions, trajectories, dt=step, method=method,
+                       overwrite=overwrite, theory=theory, moments=moments)
+    except OutputExistsError:
+        raise click.UsageError(f"--out: {out_path} exists (made while the ODE ran); pass "
+                               "--overwrite to replace it") from None
+    except OSError as exc:
+        click.echo(f"fastsgd ode: error: --out {out_path} cannot be written "
+                   f"({_one_line(exc.strerror or exc)})", err=True)
+        raise SystemExit(EXIT_FAILED) from None
     failed = [int(run.seed_index[i]) for i, tr in zip(positions, trajectories)
               if tr.status != "ok"]
     click.echo(f"wrote {out_path} ({len(positions)} seed(s), {theory} theory, {method}, dt = "
-               f"{'≤ ' if control else ''}{step:g})"
-               + (f"; ODE failed for seed index(es) {failed}" if failed else ""))
+               f"{'≤ ' if control else ''}{step:g})")
+    if failed:
+        click.echo(f"fastsgd ode: the ODE failed for seed index(es) {failed} "
+                   f"({len(failed)} of {len(positions)}; their status and t_failed are in "
+                   f"{out_path})",
+                   err=True)
+        if len(failed) == len(positions):
+            raise SystemExit(EXIT_FAILED)
     if moments is not None and moments.moments_method != "exact":
         click.echo(f"moments: Monte Carlo ({moments.samples} samples); estimated error of eg "
                    f"per seed: {', '.join(f'{e:.2g}' for e in moments.error)}")
@@ -275,8 +339,6 @@ def ode(run_path, seed_index, theory, dt, method, out, overwrite) -> None:
 def compare(run_path, ode_path, reference, floor, plot, theory, dt, method, t_min,
             t_max) -> None:
     """Print the deviation of a run from its theory (mean ± s.e.m. over seeds)."""
-    from pathlib import Path
-
     import fastsgd
     from fastsgd.theory import TheoryUnavailable, compare_run, format_table, theory_for
 
@@ -286,9 +348,10 @@ def compare(run_path, ode_path, reference, floor, plot, theory, dt, method, t_mi
         raise click.UsageError("give --theory or --reference, not both")
     if dt is not None:
         _positive_dt(dt)
-    if plot and not Path(plot).resolve().parent.is_dir():
-        raise click.UsageError(f"--plot: the folder {str(Path(plot).parent)!r} does not exist")
+    if plot:
+        _check_output_file(plot, "--plot", figure=True)
     run = _load_run(run_path)
+    _check_window(run, t_min, t_max)
     reference_run = _load_run(reference, "--reference") if reference else None
     floor_run = _load_run(floor, "--floor") if floor else None
     try:
@@ -302,6 +365,11 @@ def compare(run_path, ode_path, reference, floor, plot, theory, dt, method, t_mi
     except (ValueError, fastsgd.RunFileError) as exc:
         raise click.UsageError(str(exc)) from None
     kind = "ODE" if theory.kind == "ode" else "reference run"
+    if result.table["eg_mc"].n_valid == 0:
+        click.echo(f"fastsgd compare: no seed of {run.path} has a deviation of eg_mc from "
+                   f"{theory.source} in the window (every seed's data or theory stop before "
+                   f"it: statuses {', '.join(run.status)})", err=True)
+        raise SystemExit(EXIT_FAILED)
     click.echo(format_table(result.table, f"{run.path}: deviation from {theory.source} ({kind})"))
     error = theory.moments_error
     if error is not None and any(e == e for e in error):   # NaN: exact moments
@@ -338,6 +406,7 @@ def sweep(grid_path, out, scheduler, workers) -> None:
     """Run every cell of a grid on Dask; write one run per cell and DIR/summary.csv."""
     from fastsgd.sweep import GridError, sweep as run_sweep
 
+    _check_output_folder(out)
     try:
         rows = run_sweep(grid_path, out, scheduler=scheduler, workers=workers,
                          echo=lambda line: click.echo(line, err=True))
@@ -347,7 +416,7 @@ def sweep(grid_path, out, scheduler, workers) -> None:
     if failed:
         click.echo(f"fastsgd sweep: {failed} cell(s) failed (see the error column of "
                    f"summary.csv); rerun the same command to retry them", err=True)
-        raise SystemExit(EXIT_WRITE)
+        raise SystemExit(EXIT_FAILED)
 
 
 @cli.command()
@@ -359,8 +428,7 @@ def plot(source, out) -> None:
     from pathlib import Path
 
     src, out_path = Path(source), Path(out)
-    if not out_path.resolve().parent.is_dir():
-        raise click.UsageError(f"--out: the folder {str(out_path.parent)!r} does not exist")
+    _check_output_file(out, "--out", figure=True)
     if src.is_dir():
         summary = src / "summary.csv"
         if not summary.is_file():
@@ -414,13 +482,19 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_USAGE
     except fastsgd.WriteError as exc:
         click.echo(f"{prefix}: error: {_one_line(exc.strerror or exc)}", err=True)
-        code = EXIT_WRITE
+        code = EXIT_FAILED
     except fastsgd.Terminated:
         click.echo(f"{prefix}: terminated (SIGTERM); the file holds every record so far",
                    err=True)
         code = EXIT_SIGTERM
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else EXIT_OK
+    except Exception as exc:   # noqa: BLE001 - every error is one line (README, exit codes)
+        if os.environ.get("FASTSGD_TRACEBACK"):
+            raise
+        click.echo(f"{prefix}: error: {type(exc).__name__}: {_one_line(exc)} (unexpected; "
+                   "FASTSGD_TRACEBACK=1 shows where)", err=True)
+        code = EXIT_FAILED
     else:
         code = EXIT_OK
     if argv is None:

@@ -1,6 +1,8 @@
-"""Nothing lost, nothing silent (docs/model.md §7.11, §8.1, §8.2): truncated and killed
+"""Nothing lost, nothing silent (docs/model.md §7.11, §8.1, §8.2, §10.6): truncated and killed
 (SIGKILL) files, a signal during a long setup, divergence of one seed among several, a full disk
-mid-run and an output that cannot be created, each through the command line or a real process.
+mid-run and an output that cannot be created, each through the command line or a real process;
+concurrent writers of one file; a real small filesystem; no command succeeds on an empty or failed
+result, and every error is one line (unwritable folders and figure formats refused up front).
 The property test of SimConfig validation is in tests/test_config.py."""
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import h5py
 import numpy as np
 import pytest
 
@@ -312,3 +315,97 @@ def test_a_disk_filled_mid_run_does_not_touch_the_reserved_file(small_filesystem
     assert code == 0, err
     run = fastsgd.load(out)
     assert run.status == ["ok", "ok"] and np.all(run.n_records == len(run.step))
+
+
+# --------------------------------------------------------------- no silent success, one line
+def _one_error_line(capsys, code, expected_code, *needles):
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert code == expected_code and len(err) == 1, (code, captured.err)
+    assert "Traceback" not in captured.err
+    for needle in needles:
+        assert needle in err[0], err[0]
+    return captured
+
+
+@pytest.fixture(scope="module")
+def diverged_run(tmp_path_factory):
+    """Every seed diverges within 10 steps (lr = 8, linear student and teacher)."""
+    cfg = fastsgd.SimConfig(N=64, D=32, steps=2000, test_size=100, seeds=2, lr=8.0, f="linear",
+                            g="linear")
+    return fastsgd.simulate(cfg, out=tmp_path_factory.mktemp("div") / "div.h5")
+
+
+@pytest.mark.parametrize("command", ["compare", "plot"])
+def test_an_unsupported_figure_format_is_refused_before_any_work(small_run, tmp_path, capsys,
+                                                                command):
+    figure = tmp_path / "fig.xyz"
+    args = ([command, small_run.path, "--plot", figure] if command == "compare"
+            else [command, small_run.path, "--out", figure])
+    captured = _one_error_line(capsys, main(args), 2, "figure format", "png")
+    assert captured.out == "" and not figure.exists()
+
+
+def test_an_empty_deviation_window_is_refused(small_run, capsys):
+    _one_error_line(capsys, main(["compare", small_run.path, "--t-min", 1e9]), 2,
+                    "holds none of the run's record times")
+    _one_error_line(capsys, main(["compare", small_run.path, "--t-min", 5, "--t-max", 4]), 2,
+                    "--t-max must be > --t-min")
+
+
+def test_compare_with_no_valid_deviation_prints_no_nan_table(diverged_run, capsys):
+    captured = _one_error_line(capsys, main(["compare", diverged_run.path]), 1,
+                               "no seed", "diverged")
+    assert captured.out == ""
+
+
+def test_ode_failing_for_every_seed_exits_one(diverged_run, tmp_path, capsys):
+    out = tmp_path / "ode.h5"
+    _one_error_line(capsys, main(["ode", diverged_run.path, "--out", out]), 1,
+                    "failed for seed index(es) [0, 1]", "2 of 2")
+    with h5py.File(out, "r") as fh:           # the file records where each seed failed
+        assert [s.decode() for s in fh["status"][...]] != ["ok", "ok"]
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder this user cannot write: a read-only tmpfs as root, else mode 0555."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                              capture_output=True)
+        if made.returncode != 0:
+            pytest.skip("root cannot be refused a folder without a read-only mount")
+        yield folder
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+def test_unwritable_output_folders_are_refused_before_any_work(small_run, read_only_folder,
+                                                               capsys, monkeypatch):
+    for args in (["simulate", "-N", 16, "-D", 8, "--steps", 100, "--out",
+                  read_only_folder / "r.h5"],
+                 ["ode", small_run.path, "--out", read_only_folder / "o.h5"],
+                 ["compare", small_run.path, "--plot", read_only_folder / "f.png"],
+                 ["plot", small_run.path, "--out", read_only_folder / "f.png"],
+                 ["sweep", "no_grid_needed.toml", "--out", read_only_folder / "sweep"]):
+        _one_error_line(capsys, main(args), 2, "not writable")
+    monkeypatch.chdir(read_only_folder)        # the default data/ cannot be made here
+    _one_error_line(capsys, main(["simulate", "-N", 16, "-D", 8, "--steps", 100]), 2,
+                    "data/ cannot be made")
+
+
+def test_an_unexpected_error_is_one_line_exit_one(small_run, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("an internal\nfailure")
+
+    monkeypatch.setattr("fastsgd.theory.theory_for", broken)
+    _one_error_line(capsys, main(["compare", small_run.path]), 1,
+                    "RuntimeError: an internal failure", "FASTSGD_TRACEBACK")
+    monkeypatch.setenv("FASTSGD_TRACEBACK", "1")
+    with pytest.raises(RuntimeError):
+        main(["compare", small_run.path])
