@@ -248,35 +248,91 @@ def environment_attributes() -> dict[str, str]:
     return attrs
 
 
+#: Every dataset of a run file: name → (its named dimensions, dtype) (docs/model.md §8.2).
+#: The dimensions are HDF5 dimension scales: /t is the coordinate of "t", the others are
+#: dimension-only scales (netCDF-4's convention), so xarray opens the file with these names.
+DATASETS: dict[str, tuple[tuple[str, ...], str]] = {
+    "seed_index": (("seed",), "i8"),
+    "step": (("t",), "i8"), "t": (("t",), "f8"),
+    "Q": (("seed", "t", "student_k", "student_l"), "f8"),
+    "R": (("seed", "t", "student_k", "teacher_m"), "f8"),
+    "T": (("seed", "teacher_m", "teacher_n"), "f8"),
+    "v": (("seed", "t", "student_k"), "f8"), "A": (("seed", "teacher_m"), "f8"),
+    "W": (("seed", "t", "student_k", "student_l"), "f8"),
+    "Sigma": (("seed", "t", "student_k", "student_l"), "f8"),
+    "eg": (("seed", "t"), "f8"), "eg_mc": (("seed", "t"), "f8"),
+    "empirical/Q": (("seed", "t", "student_k", "student_l"), "f8"),
+    "empirical/R": (("seed", "t", "student_k", "teacher_m"), "f8"),
+    "empirical/T": (("seed", "t", "teacher_m", "teacher_n"), "f8"),
+    "empirical/lambda_mean": (("seed", "t", "student_k"), "f8"),
+    "empirical/nu_mean": (("seed", "teacher_m"), "f8"),
+    "empirical/lambda_skewness": (("seed", "t", "student_k"), "f8"),
+    "empirical/lambda_kurtosis": (("seed", "t", "student_k"), "f8"),
+    "empirical/nu_skewness": (("seed", "teacher_m"), "f8"),
+    "empirical/nu_kurtosis": (("seed", "teacher_m"), "f8"),
+    "n_records": (("seed",), "i8"), "diverged_step": (("seed",), "i8"),
+    "status": (("seed",), STATUS_DTYPE),
+    "mixture/means": (("seed", "component", "latent"), "f8"),
+    "mixture/weights": (("seed", "component"), "f8"),
+    "final/w": (("seed", "student_k", "input"), "f8"), "final/v": (("seed", "student_k"), "f8"),
+    "initial_state/rhos": (("seed", "mode"), "f8"),
+    "initial_state/r": (("seed", "student_k", "teacher_m", "mode"), "f8"),
+    "initial_state/sigma": (("seed", "student_k", "student_l", "mode"), "f8"),
+    "initial_state/omega": (("seed", "teacher_m", "mode"), "f8"),
+    "initial_state/W": (("seed", "student_k", "student_l"), "f8"),
+    "initial_state/T": (("seed", "teacher_m", "teacher_n"), "f8"),
+    "initial_state/T_tilde": (("seed", "teacher_m", "teacher_n"), "f8"),
+    "initial_state/v": (("seed", "student_k"), "f8"),
+    "initial_state/A": (("seed", "teacher_m"), "f8"),
+}
+#: center_inputs runs only (docs/model.md §10.5).
+CENTRED_DATASETS = {"input_mean": (("seed", "input"), "f8"),
+                    "mean_fields": (("seed", "t", "student_k"), "f8")}
+
+
+def dimension_sizes(cfg: SimConfig, n_t: int) -> dict[str, int]:
+    """The length of each named dimension of a run file (docs/model.md §8.2)."""
+    return {"seed": cfg.seeds, "t": n_t, "student_k": cfg.K, "student_l": cfg.K,
+            "teacher_m": cfg.M, "teacher_n": cfg.M, "input": cfg.N, "latent": cfg.D,
+            "mode": cfg.D, "component": cfg.m}
+
+
+def dataset_dims(cfg: SimConfig) -> dict[str, tuple[tuple[str, ...], str]]:
+    """Name → (dimension names, dtype) of every dataset of a run file of ``cfg``."""
+    return {**DATASETS, **(CENTRED_DATASETS if cfg.center_inputs else {})}
+
+
 def dataset_shapes(cfg: SimConfig, n_t: int) -> dict[str, tuple[tuple[int, ...], str]]:
     """Name → (shape, dtype) of every dataset of a run file."""
-    S, K, M, N, D, m = cfg.seeds, cfg.K, cfg.M, cfg.N, cfg.D, cfg.m
-    f8, i8 = "f8", "i8"
-    shapes = {
-        "seed_index": ((S,), i8),
-        "step": ((n_t,), i8), "t": ((n_t,), f8),
-        "Q": ((S, n_t, K, K), f8), "R": ((S, n_t, K, M), f8), "T": ((S, M, M), f8),
-        "v": ((S, n_t, K), f8), "A": ((S, M), f8),
-        "W": ((S, n_t, K, K), f8), "Sigma": ((S, n_t, K, K), f8),
-        "eg": ((S, n_t), f8), "eg_mc": ((S, n_t), f8),
-        "empirical/Q": ((S, n_t, K, K), f8), "empirical/R": ((S, n_t, K, M), f8),
-        "empirical/T": ((S, n_t, M, M), f8), "empirical/lambda_mean": ((S, n_t, K), f8),
-        "empirical/nu_mean": ((S, M), f8),
-        "empirical/lambda_skewness": ((S, n_t, K), f8),
-        "empirical/lambda_kurtosis": ((S, n_t, K), f8),
-        "empirical/nu_skewness": ((S, M), f8), "empirical/nu_kurtosis": ((S, M), f8),
-        "n_records": ((S,), i8), "diverged_step": ((S,), i8), "status": ((S,), STATUS_DTYPE),
-        "mixture/means": ((S, m, D), f8), "mixture/weights": ((S, m), f8),
-        "final/w": ((S, K, N), f8), "final/v": ((S, K), f8),
-        "initial_state/rhos": ((S, D), f8), "initial_state/r": ((S, K, M, D), f8),
-        "initial_state/sigma": ((S, K, K, D), f8), "initial_state/omega": ((S, M, D), f8),
-        "initial_state/W": ((S, K, K), f8), "initial_state/T": ((S, M, M), f8),
-        "initial_state/T_tilde": ((S, M, M), f8), "initial_state/v": ((S, K), f8),
-        "initial_state/A": ((S, M), f8),
-    }
-    if cfg.center_inputs:   # docs/model.md §10.5
-        shapes.update({"input_mean": ((S, N), f8), "mean_fields": ((S, n_t, K), f8)})
-    return shapes
+    sizes = dimension_sizes(cfg, n_t)
+    return {name: (tuple(sizes[d] for d in dims), dtype)
+            for name, (dims, dtype) in dataset_dims(cfg).items()}
+
+
+def attach_dimensions(fh: h5py.File, cfg: SimConfig, n_t: int) -> None:
+    """Make the dimension scales and attach one to every axis of every dataset: /t is the
+    coordinate of "t", /seed (the seed indices, as /seed_index) that of "seed"; the other
+    dimensions are netCDF-4 dimension-only scales (no storage)."""
+    fh["t"].make_scale("t")
+    fh.create_dataset("seed", data=np.asarray(cfg.seed_indices, dtype=np.int64),
+                      track_times=False).make_scale("seed")
+    for dim, size in dimension_sizes(cfg, n_t).items():
+        if dim not in COORDINATES:
+            scale = fh.create_dataset(dim, shape=(size,), dtype="f4", track_times=False)
+            scale.make_scale(NOT_A_VARIABLE + f"{size:10d}".encode("ascii"))
+    for name, (dims, _) in dataset_dims(cfg).items():
+        if name == "t":
+            continue
+        for axis, dim in enumerate(dims):
+            fh[name].dims[axis].attach_scale(fh[dim])
+        if dims[0] == "seed" and "/" not in name and name != "seed_index":
+            fh[name].attrs["coordinates"] = "seed_index step" if "t" in dims else "seed_index"
+
+
+#: The dimensions with a coordinate variable (the others have none).
+COORDINATES = ("seed", "t")
+#: netCDF-4's NAME of a dimension without a coordinate variable (what h5netcdf reads).
+NOT_A_VARIABLE = b"This is a netCDF dimension but not a netCDF variable."
 
 
 #: Per-record datasets: name → key of the record dictionary.
@@ -343,6 +399,7 @@ class RunWriter:
         self.file["seed_index"][...] = np.asarray(cfg.seed_indices, dtype=np.int64)
         self.file["step"][...] = self.steps
         self.file["t"][...] = self.steps / cfg.N
+        attach_dimensions(self.file, cfg, self.steps.shape[0])
         self.file.flush()
 
     def _abandon(self) -> None:
@@ -431,6 +488,34 @@ class Run:
     input_mean: np.ndarray | None = None     # (S, N) E x of a center_inputs run (§10.5)
     mean_fields: np.ndarray | None = None    # (S, n_t, K) w_k·E x/√N, center_inputs only
 
+    def array(self, name: str) -> np.ndarray:
+        """The values of dataset ``name`` of the file (e.g. "Q", "empirical/R",
+        "initial_state/r", "mixture/means"), as loaded."""
+        group, _, leaf = name.partition("/")
+        if group == "empirical":
+            return self.empirical[leaf]
+        if group == "initial_state":
+            return self.initial[leaf]
+        if name == "status":
+            return np.array(self.status)
+        return getattr(self, name.replace("/", "_"))
+
+    def to_xarray(self):
+        """The run as an ``xarray.Dataset`` (optional dependency: ``pip install
+        'fastsgd[xarray]'``): every dataset of the file with its named dimensions (docs/model.md
+        §8.2), "/" in names replaced by "_" (empirical_Q, initial_state_r, …); coordinates seed
+        (the seed indices), t and step; the file's root attributes."""
+        try:
+            import xarray as xr
+        except ImportError:
+            raise ImportError("Run.to_xarray needs xarray: pip install 'fastsgd[xarray]'"
+                              ) from None
+        variables = {name.replace("/", "_"): (dims, self.array(name))
+                     for name, (dims, _) in dataset_dims(self.config).items()
+                     if name not in ("t", "step", "seed_index")}
+        coords = {"seed": self.seed_index, "t": self.t, "step": ("t", self.step)}
+        return xr.Dataset(variables, coords=coords, attrs=dict(self.attrs))
+
     def initial_state(self, seed_index: int) -> HmmInitialState:
         """The HMM ODE's initial state of the seed at position ``seed_index`` in this file."""
         if not 0 <= seed_index < len(self.status):
@@ -450,6 +535,18 @@ def _read(fh: h5py.File, name: str, shape: tuple) -> np.ndarray:
     return fh[name][...]
 
 
+def open_for_reading(path) -> h5py.File:
+    """Open an HDF5 file read-only without file locking, so that a run still being written can
+    be inspected; where this process already holds it open with locking (e.g. through xarray),
+    HDF5 refuses other flags, and the file is opened as that handle was."""
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        if "locking flag" not in str(exc):
+            raise
+        return h5py.File(path, "r")
+
+
 def load(path: str | os.PathLike) -> Run:
     """Load a fastsgd run file eagerly into a :class:`Run`.
 
@@ -459,8 +556,8 @@ def load(path: str | os.PathLike) -> Run:
     path = Path(path)
     if not path.is_file():
         raise RunFileError(f"{path}: no such file")
-    try:  # no file locking: a run that is still being written can be inspected
-        fh = h5py.File(path, "r", locking=False)
+    try:
+        fh = open_for_reading(path)
     except OSError as exc:
         raise RunFileError(f"{path}: not a readable HDF5 file ({exc})") from None
     with fh:

@@ -13,6 +13,8 @@
 5. Output (§10.6): exclusive creation, the next free suffix, overwrite through a temporary file
    renamed over the target, a process removes only what it created; records flushed within a
    second, not one by one. Concurrent processes and a real small disk: tests/test_robustness.py.
+6. Named dimensions: a dimension scale on every axis of every dataset; xarray (h5netcdf) opens the
+   root and every group with those names and the file's values; Run.to_xarray.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import pytest
 import fastsgd
 from fastsgd.config import ConfigError, SimConfig
 from fastsgd.io import (FLUSH_SECONDS, FORMAT_VERSION, Output, RunFileError, RunWriter,
-                        dataset_shapes, default_output_path, record_steps, resolve_output)
+                        dataset_dims, dataset_shapes, dimension_sizes, default_output_path, record_steps, resolve_output)
 
 SMALL = dict(N=32, D=16, K=2, M=3, steps=300, records=5, test_size=50)
 
@@ -187,7 +189,8 @@ def test_writer_allocates_every_dataset_with_its_initial_value(tmp_path):
         found = []
         fh.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset)
                       else None)
-        assert sorted(found) == sorted(shapes)
+        scales = sorted(set(dimension_sizes(cfg, len(steps))) - {"t"})
+        assert sorted(found) == sorted([*shapes, *scales])
         for name, (shape, dtype) in shapes.items():
             data = fh[name]
             assert data.shape == shape and data.dtype == np.dtype(dtype), name
@@ -439,3 +442,79 @@ def test_records_are_not_flushed_one_by_one(tmp_path, monkeypatch):
     writer.close()
     assert len(flushes) <= 3
     assert fastsgd.load(tmp_path / "w.h5").n_records[0] == len(steps)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. Named dimensions: HDF5 dimension scales, xarray (§8.2)
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def centred_run(tmp_path_factory):
+    cfg = SimConfig(N=48, D=24, K=3, M=2, m=2, alpha=1.0, seeds=2, first_seed_index=4,
+                    steps=1000, records=15, test_size=60, center_inputs=True)
+    return fastsgd.simulate(cfg, out=tmp_path_factory.mktemp("dims") / "run.h5")
+
+
+def test_every_axis_of_every_dataset_has_its_named_dimension_scale(centred_run):
+    dims = dataset_dims(centred_run.config)
+    with h5py.File(centred_run.path, "r") as fh:
+        assert h5py.h5ds.is_scale(fh["t"].id) and h5py.h5ds.is_scale(fh["seed"].id)
+        for name, (names, _) in dims.items():
+            data = fh[name]
+            assert len(names) == data.ndim, name
+            if name == "t":
+                continue                          # the coordinate of "t" is itself the scale
+            for axis, dim in enumerate(names):
+                scales = data.dims[axis]
+                assert len(scales) == 1, (name, axis)
+                assert scales[0].name == f"/{dim}", (name, axis)
+                assert scales[0].shape == (data.shape[axis],), (name, axis)
+        np.testing.assert_array_equal(fh["seed"][...], [4, 5])
+
+
+def _groups(run):
+    return sorted({name.split("/")[0] for name in dataset_dims(run.config) if "/" in name})
+
+
+def test_xarray_opens_a_run_file_with_named_dimensions(centred_run):
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    dims = dataset_dims(centred_run.config)
+    with xr.open_dataset(centred_run.path, engine="h5netcdf") as ds:
+        np.testing.assert_array_equal(ds["t"].values, centred_run.t)
+        np.testing.assert_array_equal(ds["seed"].values, [4, 5])
+        assert {"seed_index", "step"} <= set(ds.coords)
+        for name, (names, _) in dims.items():
+            if "/" not in name and name not in ("t",):
+                assert ds[name].dims == names, name
+                values = ds[name].values
+                expected = centred_run.array(name)
+                if name == "status":
+                    values = values.astype(str)
+                np.testing.assert_array_equal(values, expected, err_msg=name)
+        # a run file is readable by fastsgd while xarray holds it open
+        assert fastsgd.load(centred_run.path).n_records.tolist() == [15, 15]
+    for group in _groups(centred_run):
+        with xr.open_dataset(centred_run.path, engine="h5netcdf", group=group) as ds:
+            for name, (names, _) in dims.items():
+                if name.startswith(group + "/"):
+                    leaf = name.split("/", 1)[1]
+                    assert ds[leaf].dims == names, name
+                    np.testing.assert_array_equal(ds[leaf].values, centred_run.array(name))
+
+
+def test_run_to_xarray_holds_every_dataset_with_its_dimensions(centred_run):
+    pytest.importorskip("xarray")
+    ds = centred_run.to_xarray()
+    dims = dataset_dims(centred_run.config)
+    assert ds["eg_mc"].dims == ("seed", "t") and ds["seed"].values.tolist() == [4, 5]
+    np.testing.assert_array_equal(ds["step"].values, centred_run.step)
+    for name, (names, _) in dims.items():
+        if name in ("t", "step", "seed_index"):
+            continue
+        variable = ds[name.replace("/", "_")]
+        assert variable.dims == names, name
+        np.testing.assert_array_equal(variable.values, centred_run.array(name), err_msg=name)
+    assert ds.attrs["config"] == centred_run.attrs["config"]
+    last = ds["eg_mc"].sel(seed=5).isel(t=-1).item()
+    assert last == centred_run.eg_mc[1, -1]
