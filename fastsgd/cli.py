@@ -424,7 +424,6 @@ def sweep(grid_path, out, scheduler, workers) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
 def plot(source, out) -> None:
     """Heat maps of a sweep's deviation over (m, α), or a run's trajectories with its ODE."""
-    import csv
     from pathlib import Path
 
     src, out_path = Path(source), Path(out)
@@ -434,10 +433,17 @@ def plot(source, out) -> None:
         if not summary.is_file():
             raise click.UsageError(f"DIR: {src} has no summary.csv (not a sweep folder)")
         from fastsgd.plots import plot_heatmaps
-        with open(summary) as fh:
-            rows = list(csv.DictReader(fh))
-        if not rows or "verdict" not in rows[0]:
-            raise click.UsageError(f"DIR: {summary} is not a fastsgd sweep summary")
+        from fastsgd.summary import SummaryError, read_summary
+        try:
+            rows = read_summary(summary)
+        except SummaryError as exc:
+            raise click.UsageError(f"DIR: {exc}") from None
+        if not {"m", "alpha"} <= set(rows[0]):
+            raise click.UsageError(f"DIR: {summary} has no m and alpha columns to map")
+        if all(row["verdict"] == "failed" for row in rows):
+            click.echo(f"fastsgd plot: every cell of {summary} failed (see its error column); "
+                       "nothing to draw", err=True)
+            raise SystemExit(EXIT_FAILED)
         plot_heatmaps(rows, out_path)
     else:
         from fastsgd.plots import plot_comparison

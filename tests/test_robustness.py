@@ -409,3 +409,24 @@ def test_an_unexpected_error_is_one_line_exit_one(small_run, capsys, monkeypatch
     monkeypatch.setenv("FASTSGD_TRACEBACK", "1")
     with pytest.raises(RuntimeError):
         main(["compare", small_run.path])
+
+
+def test_a_truncated_or_unparsable_sweep_summary_is_refused(tmp_path, capsys):
+    from pathlib import Path
+    real = (Path(__file__).resolve().parent.parent / "docs" / "data"
+            / "universality_moments_summary.csv").read_text()
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    figure = tmp_path / "map.png"
+    (folder / "summary.csv").write_text(real[:-20])
+    _one_error_line(capsys, main(["plot", folder, "--out", figure]), 2, "truncated")
+    (folder / "summary.csv").write_text(real.replace("0.325714", "0.32x5714", 1))
+    _one_error_line(capsys, main(["plot", folder, "--out", figure]), 2, "is not a number")
+    header = real.splitlines()[0]
+    failed = header + "\n" + ",".join("failed" if c == "verdict" else "1"
+                                      for c in header.split(",")) + "\n"
+    (folder / "summary.csv").write_text(failed)
+    _one_error_line(capsys, main(["plot", folder, "--out", figure]), 1, "every cell")
+    assert not figure.exists()
+    (folder / "summary.csv").write_text(real)
+    assert main(["plot", folder, "--out", figure]) == 0 and figure.exists()
