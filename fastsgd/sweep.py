@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from distributed import WorkerPlugin
 
 from analysis.deviation import Aggregate, aggregate, holm, universality_class
 from analysis.ode import METHODS
@@ -484,6 +485,9 @@ def write_summary(rows: list[dict], path: Path) -> None:
 #: Environment of a local cluster's workers: one thread each for Numba, OpenMP and BLAS.
 SINGLE_THREAD_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                      "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: What :class:`OneThreadPerTask` sets in a running worker: not NUMBA_NUM_THREADS, which Numba
+#: reads at import and refuses to see changed once its threads are launched.
+WORKER_ENV = {k: v for k, v in SINGLE_THREAD_ENV.items() if k != "NUMBA_NUM_THREADS"}
 #: allowed-failures = 1: a task whose worker dies twice is failed, not retried forever.
 #: worker-saturation = 1: a one-thread worker holds only the task it runs, so a worker's death
 #: counts against that task alone, never against one queued behind it.
@@ -522,10 +526,63 @@ def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None =
     return rows
 
 
+def limit_threads() -> None:
+    """One thread for Numba (this thread's parallel regions) and for every BLAS and OpenMP
+    library loaded in this process. Not a context manager on purpose: a worker with several
+    threads runs several tasks at once, and one task restoring the limits it found would lift
+    them under the others (BLAS thread counts are process-wide)."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    numba.set_num_threads(1)      # thread-local; first (it may load an OpenMP runtime)
+    threadpool_limits(limits=1)   # BLAS: the process; OpenMP: this thread
+
+
+def one_thread_per_task(task, *args):
+    """Run ``task(*args)`` in a Dask worker's thread under :func:`limit_threads`: a worker of
+    an external cluster is started without the local cluster's SINGLE_THREAD_ENV, perhaps with
+    ``--nthreads`` > 1 (each task then has its own thread, and one Numba and BLAS thread)."""
+    limit_threads()
+    return task(*args)
+
+
+class OneThreadPerTask(WorkerPlugin):
+    """Registered by the sweep's client on every worker, present and future (one that joins
+    or is restarted later too): WORKER_ENV in the worker's environment, read by a BLAS or
+    OpenMP library loaded later and by any child process, and one thread for the BLAS
+    libraries loaded now. Each task calls :func:`limit_threads` in its own thread
+    (:func:`one_thread_per_task`): Numba's thread count and OpenMP's are per thread, so this
+    plugin (run in the worker's main thread) cannot set them for the tasks."""
+
+    name = "fastsgd-one-thread-per-task"   # registering it again replaces it
+
+    def setup(self, worker) -> None:
+        from threadpoolctl import threadpool_limits
+        os.environ.update(WORKER_ENV)
+        threadpool_limits(limits=1, user_api="blas")
+
+
+def _connect(scheduler: str):
+    """A client of the external cluster at ``scheduler``; an unreachable address is a one-line
+    usage error (GridError), not a traceback."""
+    from dask.distributed import Client
+    try:
+        return Client(scheduler)
+    except (OSError, ValueError) as exc:
+        raise GridError(f"--scheduler: cannot connect to the Dask scheduler at {scheduler!r} "
+                        f"({type(exc).__name__}: {exc})", "scheduler") from None
+
+
 def _run_on_dask(todo: list[Job], out: Path, ode: dict, task, results: dict, failures: dict,
                  *, scheduler: str | None, workers: int | None, echo) -> None:
     """Run ``task`` for every job on a local cluster or the one at ``scheduler``; each job's
-    sidecar goes into ``results``, each failure's message into ``failures``."""
+    sidecar goes into ``results``, each failure's message into ``failures``.
+
+    Every task runs with one Numba and one BLAS thread (:class:`OneThreadPerTask`,
+    :func:`one_thread_per_task`) and is given absolute paths (a worker of an external cluster
+    has its own working directory; DIR must be on a filesystem the workers share). On an
+    external cluster the retries of a task whose worker died are the scheduler's own setting
+    (distributed.scheduler.allowed-failures; DASK_SETTINGS applies to the local cluster)."""
     import dask
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -533,14 +590,16 @@ def _run_on_dask(todo: list[Job], out: Path, ode: dict, task, results: dict, fai
 
     with dask.config.set(DASK_SETTINGS):
         if scheduler:
-            client, cluster = Client(scheduler), None
+            client, cluster = _connect(scheduler), None
         else:
             cluster = LocalCluster(n_workers=workers or usable_cores(), threads_per_worker=1,
                                    processes=True, dashboard_address=None,
                                    env=SINGLE_THREAD_ENV)
             client = Client(cluster)
         try:
-            futures = {client.submit(task, job.config.to_json(), str(job.path(out)), ode,
+            client.register_plugin(OneThreadPerTask())
+            futures = {client.submit(one_thread_per_task, task, job.config.to_json(),
+                                     str(job.path(out).absolute()), ode,
                                      key=f"fastsgd-{job.name}", pure=False): job
                        for job in todo}
             for done, future in enumerate(as_completed(futures), start=1):
