@@ -9,7 +9,6 @@ name, renamed when complete), so a rerun skips finished work and a dead worker l
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import itertools
 import json
@@ -27,6 +26,7 @@ from analysis.deviation import Aggregate, aggregate, holm, universality_class
 from analysis.ode import METHODS
 from fastsgd.config import (DEFAULTS, ConfigError, SimConfig, canonical, matched_twin,
                             standard_normal_twin)
+from fastsgd.summary import write_summary
 from fastsgd.theory import DEFAULT_METHOD, Comparison
 
 #: dt = None: each theory's default step for the method (docs/model.md §5.5, §10.5).
@@ -470,18 +470,6 @@ def summarise(cells: list[Cell], out: Path, results: dict, failures: dict) -> li
     return rows
 
 
-def write_summary(rows: list[dict], path: Path) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                             for k, v in row.items()})
-
-
 #: Environment of a local cluster's workers: one thread each for Numba, OpenMP and BLAS.
 SINGLE_THREAD_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                      "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -521,7 +509,7 @@ def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None =
         _run_on_dask(todo, out, ode, task, results, failures, scheduler=scheduler,
                      workers=workers, echo=echo)
     rows = summarise(cells, out, results, failures)
-    write_summary(rows, out / "summary.csv")
+    write_summary(rows, out / "summary.csv")     # and summary_long.csv
     echo(f"wrote {out / 'summary.csv'}")
     return rows
 
