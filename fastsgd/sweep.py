@@ -276,7 +276,8 @@ def _theory_deviations(run, theory: str, ode: dict) -> dict:
 
 
 def run_job(config_json: str, path: str, ode: dict) -> dict:
-    """Simulate one configuration into ``path`` (written as path.tmp, renamed when complete)
+    """Simulate one configuration into ``path`` (written under a temporary name, renamed when
+    it ends: docs/model.md §10.6)
     and store, in path.json, each seed's deviations from its own ODE of each theory of
     ``ode["theory"]`` (where one applies). A run already made is not made again; a theory
     missing from its sidecar is added. A pure function of its arguments; returns the sidecar's
@@ -291,9 +292,7 @@ def run_job(config_json: str, path: str, ode: dict) -> dict:
     result = _sidecar(path) or {}
     if not _run_finished(path, cfg):   # a finished run file is kept even if a theory fails
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        fastsgd.simulate(cfg, out=tmp, overwrite=True, threads=1)
-        os.replace(tmp, path)
+        fastsgd.simulate(cfg, out=path, overwrite=True, threads=1)   # a temporary name, renamed
         result = {}
     run = fastsgd.load(path)
     result.update({"config": cfg.to_json(), "status": run.status})

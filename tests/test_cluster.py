@@ -190,7 +190,7 @@ def check_sweep_folder(out: Path) -> list[dict]:
             assert math.isfinite(float(r[column])), (column, r)
     runs = sorted((out / "runs").glob("*.h5"))
     assert len(runs) == RUNS
-    assert not list((out / "runs").glob("*.tmp"))
+    assert not list((out / "runs").glob("*.tmp*"))
     cells, _ = read_grid(out.parent / "grid.toml")
     configs = {job.name: job.config for cell in cells for job in cell.jobs}
     for path in runs:

@@ -80,7 +80,7 @@ def test_sweep_runs_every_cell_and_resumes(grid_file, tmp_path):
             assert float(r[column]) > 0
     # the cells share one floor and one reference run: t_max gave steps = 40·N
     runs = sorted(p.name for p in (out / "runs").glob("*.h5"))
-    assert len(runs) == 6 and not list((out / "runs").glob("*.tmp"))
+    assert len(runs) == 6 and not list((out / "runs").glob("*.tmp*"))
     import fastsgd
     assert fastsgd.load(out / "runs" / runs[0]).config.steps == 40 * 48
 
