@@ -503,6 +503,20 @@ def test_xarray_opens_a_run_file_with_named_dimensions(centred_run):
                     np.testing.assert_array_equal(ds[leaf].values, centred_run.array(name))
 
 
+def test_xarray_opens_the_whole_file_as_a_tree_with_inherited_coordinates(centred_run):
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    with xr.open_datatree(centred_run.path, engine="h5netcdf") as tree:
+        for group in _groups(centred_run):
+            node = tree[group]
+            if "seed" in node.dims:
+                np.testing.assert_array_equal(node["seed"].values, [4, 5])
+            if "t" in node.dims:
+                np.testing.assert_array_equal(node["t"].values, centred_run.t)
+        picked = tree["empirical"]["Q"].sel(seed=5).isel(t=-1).values
+        np.testing.assert_array_equal(picked, centred_run.empirical["Q"][1, -1])
+
+
 def test_run_to_xarray_holds_every_dataset_with_its_dimensions(centred_run):
     pytest.importorskip("xarray")
     ds = centred_run.to_xarray()
