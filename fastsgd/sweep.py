@@ -507,10 +507,23 @@ def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None =
     if todo:
         _run_on_dask(todo, out, ode, task, results, failures, scheduler=scheduler,
                      workers=workers, echo=echo)
+        _remove_killed_attempts(todo, out, failures, echo)
     rows = summarise(cells, out, results, failures)
     write_summary(rows, out / "summary.csv")     # and summary_long.csv
     echo(f"wrote {out / 'summary.csv'}")
     return rows
+
+
+def _remove_killed_attempts(todo: list[Job], out: Path, failures: dict, echo) -> None:
+    """Remove the temporary files (NAME.h5.tmp-<pid>-<random>, docs/model.md §10.6) that an
+    attempt of one of this sweep's tasks left when its worker was killed, once the task's run
+    file is complete: the retry wrote it under a name of its own."""
+    stale = [p for job in todo if job.name not in failures
+             for p in job.path(out).parent.glob(f"{job.path(out).name}.tmp-*")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        echo(f"removed {len(stale)} temporary file(s) of attempts whose worker died")
 
 
 def limit_threads() -> None:

@@ -48,6 +48,18 @@ def dying_task(config_json, path, ode):
     return run_job(config_json, path, ode)
 
 
+def attempt_left_behind_task(config_json, path, ode):
+    """Leaves the temporary file of an attempt killed earlier (a SIGKILLed worker's), then runs
+    the task; an unrelated file with a like name is left too."""
+    from pathlib import Path
+
+    from fastsgd.sweep import run_job
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path + ".tmp-12345-deadbeef").write_bytes(b"a killed attempt's partial file")
+    Path(path + ".notes").write_text("the user's")
+    return run_job(config_json, path, ode)
+
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
@@ -114,6 +126,17 @@ def test_a_killed_worker_fails_only_its_cell(grid_file, tmp_path):
     assert all(v in ("matches", "deviates") for k, v in verdicts.items() if k != (3, "whiten"))
     failed = [r for r in rows if r["verdict"] == "failed"][0]
     assert "Killed" in failed["error"] or "worker" in failed["error"].lower()
+
+
+def test_temporaries_of_killed_attempts_are_removed_once_their_run_is_complete(grid_file,
+                                                                               tmp_path):
+    out = tmp_path / "leftovers"
+    lines = []
+    sweep(grid_file, out, workers=2, echo=lines.append, task=attempt_left_behind_task)
+    runs = out / "runs"
+    assert not list(runs.glob("*.tmp*")) and len(list(runs.glob("*.h5"))) == 6
+    assert len(list(runs.glob("*.notes"))) == 6          # only the temporaries are removed
+    assert "removed 6 temporary file(s)" in "\n".join(lines)
 
 
 @pytest.mark.parametrize("text, fragment", [
