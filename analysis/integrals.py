@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from analysis.activations import ACTIVATION_CODES, ACTIVATIONS, G_ERF, G_LINEAR, G_RELU
 from analysis.jit import theory_kernel
@@ -437,18 +439,41 @@ def generalisation_error_kernel(Q, R, T, v, A, g):
     K = Q.shape[0]
     M = T.shape[0]
     C = np.empty((K + M, K + M))
-    C[:K, :K] = Q
-    C[:K, K:] = R
-    C[K:, :K] = R.T
-    C[K:, K:] = T
     u = np.empty(K + M)
-    u[:K] = v
-    u[K:] = -A
+    for i in range(K):     # element loops: an array assigned to a slice compiles numba's
+        u[i] = v[i]        # formatted shape-mismatch error, seconds of a cold start
+        for j in range(K):
+            C[i, j] = Q[i, j]
+        for m in range(M):
+            C[i, K + m] = R[i, m]
+            C[K + m, i] = R[i, m]
+    for m in range(M):
+        u[K + m] = -A[m]
+        for n in range(M):
+            C[K + m, K + n] = T[m, n]
     total = 0.0
     for a in range(K + M):
         for b in range(K + M):
             total += u[a] * u[b] * i2_at(C, a, b, g)
     return 0.5 * total
+
+
+def relu_i4_sums_if(quadrature, C, K, u, out):
+    """:func:`relu_i4_sums` with the quadrature ``(x, w)``, or nothing when ``quadrature`` is
+    None. Decided by the argument's type when a kernel is compiled: a kernel that passes None
+    (every activation but relu) never compiles the ReLU quadrature, which is about half of the
+    ODE kernel's compile time. Callable from compiled code only."""
+    raise NotImplementedError("relu_i4_sums_if is called from compiled code only")
+
+
+@overload(relu_i4_sums_if, jit_options={"error_model": "numpy", "nogil": True})
+def _relu_i4_sums_if(quadrature, C, K, u, out):
+    if isinstance(quadrature, types.NoneType):
+        return lambda quadrature, C, K, u, out: None
+
+    def impl(quadrature, C, K, u, out):
+        relu_i4_sums(C, K, u, out, quadrature[0], quadrature[1])
+    return impl
 
 
 # ---------------------------------------------------------------- public functions

@@ -35,11 +35,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from analysis.activations import (ACTIVATION_CODES, ACTIVATIONS, G_ERF, G_RELU,
+from analysis.activations import (ACTIVATION_CODES, ACTIVATIONS, G_ERF, G_LINEAR, G_RELU,
                                   folding_coefficients)
 from analysis.integrals import (erf_i3_lambda3, erf_i3_value, erf_i4_lambda0, erf_i4_lambda4,
                                 erf_i4_lambda_side, erf_i4_value, generalisation_error_kernel,
-                                i2_at, i3_at, i4_at, j2_at, relu_i4_sums)
+                                i2_at, i3_at, j2_at, relu_i4_sums_if)
 from analysis.jit import theory_kernel
 from analysis.orthant import NODES, WEIGHTS
 
@@ -213,6 +213,10 @@ class OdeParameters(NamedTuple):
         d(ρ) = ζδ + b²ρ, bρ and ζρ + b²ρ²/δ; MOMENTS ρ, δ^{-1/2} and ρ.
     rate : the density equations' rate, η/δ (HMM) or η (MOMENTS).
     stiffness : rate × max_τ d_rho: the stiffest density's rate per unit of the bracket.
+    relu_quadrature : the Gauss–Legendre (nodes, weights) of the ReLU I4 for g = relu, else
+        None: its type decides at compile time whether the ReLU quadrature is compiled in
+        (:func:`analysis.integrals.relu_i4_sums_if`), so a kernel for the other activations
+        compiles in about half the time.
     """
 
     model: int
@@ -236,6 +240,7 @@ class OdeParameters(NamedTuple):
     noise_rho: np.ndarray
     rate: float
     stiffness: float
+    relu_quadrature: tuple | None
 
 
 class OdeGrid(NamedTuple):
@@ -343,7 +348,8 @@ def ode_parameters(model: int, K: int, T: np.ndarray, A: np.ndarray, *, lr: floa
                          A=np.ascontiguousarray(A, dtype=np.float64), lr=float(lr), delta=delta,
                          b=b, zeta=zeta, c_f=float(c_f), g=int(g), sigma=float(sigma),
                          train_v=bool(train_v), d_rho=d_rho, b_rho=b_rho, noise_rho=noise_rho,
-                         rate=rate, stiffness=stiffness)
+                         rate=rate, stiffness=stiffness,
+                         relu_quadrature=(NODES, WEIGHTS) if g == G_RELU else None)
 
 
 def _grid_positions(t: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
@@ -389,16 +395,15 @@ def _field_integrals(p, ws, v):
         u[j] = -v[j]
     for m in range(M):
         u[K + m] = p.A[m]
-    if p.g == G_RELU:
-        relu_i4_sums(C, K, u, ws.i4sum, NODES, WEIGHTS)
+    relu_i4_sums_if(p.relu_quadrature, C, K, u, ws.i4sum)    # relu only
     _drift_sums(p, ws)
     for k in range(K):
         for l in range(k, K):
             acc = ws.i4sum[k, l]       # relu: relu_i4_sums filled it
             if p.g == G_ERF:
                 acc = _erf_i4_sum(C, k, l, u, ws.side)
-            elif p.g != G_RELU:
-                acc = _i4_sum(C, k, l, u, p.g)
+            elif p.g == G_LINEAR:
+                acc = _linear_i4_sum(C, u)
             ws.i4sum[k, l] = acc
             ws.i4sum[l, k] = acc
             noise = p.sigma * p.sigma * j2_at(C, k, l, p.g) if p.sigma > 0.0 else 0.0
@@ -460,14 +465,15 @@ def _erf_i4_sum(C, k, l, u, side):
 
 
 @theory_kernel(inline=True)
-def _i4_sum(C, k, l, u, g):
-    """𝓘4(k, l) = Σ_{a,b} u_a u_b I4(k, l, a, b) from :func:`analysis.integrals.i4_at`."""
+def _linear_i4_sum(C, u):
+    """𝓘4(k, l) for g = linear: I4(k, l, a, b) = C_ab for every (k, l), so Σ_{a,b} u_a u_b C_ab
+    (the terms in the order of :func:`_erf_i4_sum`)."""
     n = u.shape[0]
     acc = 0.0
     for a in range(n):
-        acc += u[a] * u[a] * i4_at(C, k, l, a, a, g)
+        acc += u[a] * u[a] * C[a, a]
         for b in range(a + 1, n):
-            acc += 2.0 * u[a] * u[b] * i4_at(C, k, l, a, b, g)
+            acc += 2.0 * u[a] * u[b] * C[a, b]
     return acc
 
 
@@ -730,16 +736,24 @@ def _observe(p, y, out):
         W[:, :] = math.nan
         Sigma[:, :] = math.nan
     if p.model == SCM:
-        out[:KK + KM + K] = y
+        _copy(out[:KK + KM + K], y)
     elif p.model == MOMENTS:
         _moments_closure(y, K, M, p.D, p.rhos, p.delta, Q, R)
-        out[KK + KM:KK + KM + K] = y[K * M * p.D + K * K * p.D:]
+        _copy(out[KK + KM:KK + KM + K], y[K * M * p.D + K * K * p.D:])
     else:
         _hmm_closure(y, K, M, p.D, p.b, p.zeta, Q, R, Sigma)
         start = K * M * p.D + K * K * p.D
-        W[:, :] = y[start:start + KK].reshape((K, K))
-        out[KK + KM:KK + KM + K] = y[start + KK:]
+        _copy(out[KK + KM + K:2 * KK + KM + K], y[start:start + KK])      # W
+        _copy(out[KK + KM:KK + KM + K], y[start + KK:])                   # v
     return _all_finite(out[:KK + KM + K])
+
+
+@theory_kernel(inline=True)
+def _copy(dst, src):
+    """dst[i] = src[i] for 1-D arrays of one length. Element by element: an array assigned to
+    a slice makes numba compile its formatted shape-mismatch error, seconds of a cold start."""
+    for i in range(src.shape[0]):
+        dst[i] = src[i]
 
 
 # ====================================================================== the integrators
@@ -792,11 +806,11 @@ def _euler(p, grid, ws, y, obs, out, done):
                 if lo[i] > n:
                     break
                 if lo[i] == n:
-                    out[i] += (1.0 - theta[i]) * obs
+                    _axpy(out[i], out[i], 1.0 - theta[i], obs)
                     if theta[i] == 0.0:
                         done[i] = True
                 elif lo[i] + 1 == n and theta[i] > 0.0:
-                    out[i] += theta[i] * obs
+                    _axpy(out[i], out[i], theta[i], obs)
                     done[i] = True
             while first < n_eval and done[first]:
                 first += 1
@@ -849,7 +863,7 @@ def _rk4(p, grid, ws, y, obs, out, done):
             t = target if target - (t + h) <= GRID_TOLERANCE * dt else t + h
         if not _observe(p, y, obs):
             return t
-        out[i] = obs
+        _copy(out[i], obs)
         done[i] = True
     return -1.0
 
