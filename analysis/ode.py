@@ -396,6 +396,7 @@ def _field_integrals(p, ws, v):
     for m in range(M):
         u[K + m] = p.A[m]
     relu_i4_sums_if(p.relu_quadrature, C, K, u, ws.i4sum)    # relu only
+    linear = _linear_i4_sum(C, u) if p.g == G_LINEAR else 0.0  # the same for every (k, l)
     _drift_sums(p, ws)
     for k in range(K):
         for l in range(k, K):
@@ -403,7 +404,7 @@ def _field_integrals(p, ws, v):
             if p.g == G_ERF:
                 acc = _erf_i4_sum(C, k, l, u, ws.side)
             elif p.g == G_LINEAR:
-                acc = _linear_i4_sum(C, u)
+                acc = linear
             ws.i4sum[k, l] = acc
             ws.i4sum[l, k] = acc
             noise = p.sigma * p.sigma * j2_at(C, k, l, p.g) if p.sigma > 0.0 else 0.0

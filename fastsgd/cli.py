@@ -212,7 +212,6 @@ def _positive_dt(dt: float) -> float:
 def _check_output_file(path: str, flag: str, figure: bool = False) -> None:
     """Refuse, before any computation, an output file whose folder is missing or not writable
     by this user, or a figure whose format matplotlib cannot write."""
-    import os
     from pathlib import Path
 
     folder = Path(path).resolve().parent

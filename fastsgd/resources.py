@@ -70,24 +70,24 @@ def memory_per_seed(cfg: SimConfig) -> int:
             + mixed + input_bytes * P * N + xi)
 
 
+def _dataset_bytes(cfg: SimConfig) -> list[int]:
+    """Bytes of each dataset of :func:`fastsgd.io.dataset_shapes`."""
+    n_t = record_steps(cfg.steps, cfg.records).shape[0]
+    return [math.prod(shape) * np.dtype(dtype).itemsize
+            for shape, dtype in dataset_shapes(cfg, n_t).values()]
+
+
 def file_bytes(cfg: SimConfig) -> int:
-    """Bytes of the run file: every dataset of :func:`fastsgd.io.dataset_shapes` plus HDF5's
-    headers and the root attributes (a generous 64 KiB + 2 KiB per dataset)."""
-    n_t = record_steps(cfg.steps, cfg.records).shape[0]
-    shapes = dataset_shapes(cfg, n_t)
-    data = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in shapes.values())
-    return data + 64 * 1024 + 2048 * len(shapes)
-
-
-def _largest_dataset(cfg: SimConfig) -> int:
-    n_t = record_steps(cfg.steps, cfg.records).shape[0]
-    return max(math.prod(shape) * 8 for shape, _ in dataset_shapes(cfg, n_t).values())
+    """Bytes of the run file: every dataset plus HDF5's headers and the root attributes (a
+    generous 64 KiB + 2 KiB per dataset)."""
+    sizes = _dataset_bytes(cfg)
+    return sum(sizes) + 64 * 1024 + 2048 * len(sizes)
 
 
 def memory_needed(cfg: SimConfig, threads: int) -> int:
-    """Peak bytes of a run: its concurrent seeds and the largest dataset written at creation,
-    or the whole file loaded when it ends, whichever is more."""
-    return max(threads * memory_per_seed(cfg) + _largest_dataset(cfg), file_bytes(cfg))
+    """Peak bytes of a run: its concurrent seeds and the largest dataset (made whole at
+    creation), or the whole file loaded when it ends, whichever is more."""
+    return max(threads * memory_per_seed(cfg) + max(_dataset_bytes(cfg)), file_bytes(cfg))
 
 
 def check_resources(cfg: SimConfig, threads: int, folder: Path | None = None) -> None:
@@ -97,7 +97,7 @@ def check_resources(cfg: SimConfig, threads: int, folder: Path | None = None) ->
     available = available_memory()
     if available is not None and need > available:
         per_seed = memory_per_seed(cfg)
-        fits = (max(available - _largest_dataset(cfg), 0) // per_seed
+        fits = (max(available - max(_dataset_bytes(cfg)), 0) // per_seed
                 if file_bytes(cfg) <= available else 0)
         raise ConfigError(
             "threads", f"at most {fits} concurrent seed(s)", threads,

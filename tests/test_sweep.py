@@ -6,7 +6,6 @@ mode, and the heat maps of a sweep folder."""
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import sys
@@ -17,6 +16,7 @@ import pytest
 from analysis.deviation import universality_class
 from fastsgd.cli import main
 from fastsgd.config import SimConfig
+from fastsgd.summary import read_summary
 from fastsgd.sweep import GridError, read_grid, sweep
 
 GRID = """
@@ -61,11 +61,6 @@ def attempt_left_behind_task(config_json, path, ode):
 
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def read_summary(path):
-    with open(path) as fh:
-        return list(csv.DictReader(fh))
 
 
 @pytest.fixture(scope="module")

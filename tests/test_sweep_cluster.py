@@ -10,7 +10,6 @@ with one Numba and one BLAS/OpenMP thread."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from fastsgd.summary import read_summary
 from fastsgd.sweep import read_grid
 
 #: 4 cells (6 runs with the shared floor and reference) of about 3 s each (the simulation, then
@@ -169,11 +169,6 @@ def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
         out, err = proc.communicate()
         pytest.fail(f"fastsgd sweep did not finish in {SWEEP_TIMEOUT} s: {err[-3000:]}")
     return proc.returncode, out, err
-
-
-def read_summary(path: Path) -> list[dict]:
-    with open(path) as fh:
-        return list(csv.DictReader(fh))
 
 
 def check_sweep_folder(out: Path) -> list[dict]:
