@@ -241,7 +241,9 @@ def sample_latent(rng_latent, rng_labels, out, law):
     """
     n, D = out.shape
     if law.matched:
-        fill_standard_normal(rng_latent, out)
+        for s in range(n):
+            for r in range(D):
+                out[s, r] = rng_latent.standard_normal()
         return
     means, cumulative_weights, block_size = law.means, law.cumulative_weights, law.block_size
     m = means.shape[0]
