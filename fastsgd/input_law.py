@@ -23,8 +23,8 @@ import numpy as np
 from analysis.input_moments import CLOSED_FORM_FOLDS, fold_mean, folded_mixture_moments
 from fastsgd.matched import MatchedLaw
 from analysis.activations import FOLD_CODES, fold_array
-from fastsgd.sampling import (STANDARDIZE_CODES, Mixture, fill_standard_normal, latent_law,
-                              sample_latent, standardize_latent)
+from fastsgd.sampling import (Mixture, fill_standard_normal, latent_law, sample_latent,
+                              standardization, standardize_latent)
 
 #: Latents per chunk of the Monte Carlo moments (a stop request is checked between chunks).
 MOMENT_CHUNK = 2048
@@ -75,12 +75,11 @@ def _standardization(mixture: Mixture, standardize: str) -> tuple[np.ndarray, np
     D = mixture.means.shape[1]
     if standardize == "none":
         return np.eye(D), np.zeros(D)
-    law = latent_law(mixture, standardize)
+    law = standardization(mixture, standardize)
     scratch = np.empty(mixture.means.shape[0])
     columns = np.tile(mixture.mean, (D, 1)) + np.eye(D)
     for row in columns:
-        standardize_latent(row, STANDARDIZE_CODES[standardize], law.mean, law.inv_std,
-                           law.whiten_vectors, law.whiten_shifts, scratch)
+        standardize_latent(row, *law, scratch)
     return columns.T, mixture.mean.copy()
 
 

@@ -159,6 +159,16 @@ def aligned_direction(mixture: Mixture) -> np.ndarray:
     return u
 
 
+class Standardization(NamedTuple):
+    """A standardization other than none, as :func:`standardize_latent` reads it."""
+
+    code: int
+    mean: np.ndarray               # (D,) μ̄
+    inv_std: np.ndarray            # (D,) 1/s_r
+    whiten_vectors: np.ndarray     # (D/B, m, B)
+    whiten_shifts: np.ndarray      # (D/B, m)
+
+
 class LatentLaw(NamedTuple):
     """What :func:`sample_latent` needs besides its Generators and output; built by
     :func:`latent_law` only."""
@@ -167,22 +177,28 @@ class LatentLaw(NamedTuple):
     means: np.ndarray              # (m, D)
     cumulative_weights: np.ndarray  # (m,)
     block_size: int
-    std_code: int
-    mean: np.ndarray               # (D,) μ̄
-    inv_std: np.ndarray            # (D,) 1/s_r
-    whiten_vectors: np.ndarray     # (D/B, m, B)
-    whiten_shifts: np.ndarray      # (D/B, m)
+    standardization: Standardization | None   # None: standardize none, or a matched latent
+
+
+def standardization(mixture: Mixture, standardize: str) -> Standardization:
+    """The kernel's description of a standardization of the mixture's latents (any but none)."""
+    return Standardization(code=STANDARDIZE_CODES[standardize], mean=mixture.mean,
+                           inv_std=1.0 / mixture.std, whiten_vectors=mixture.whiten_vectors,
+                           whiten_shifts=mixture.whiten_shifts)
 
 
 def latent_law(mixture: Mixture, standardize: str, matched: bool = False) -> LatentLaw:
     """The kernel's description of a seed's latent law: the mixture and its standardization, or
-    (``matched``) the matched Gaussian's normals."""
+    (``matched``) the matched Gaussian's normals.
+
+    Without a standardization (none, or a matched latent) the law's type says so, and
+    :func:`sample_latent` is compiled without :func:`standardize_latent` (0.6 s of a cold
+    start)."""
+    skip = matched or standardize == "none"
     return LatentLaw(matched=bool(matched), means=mixture.means,
                      cumulative_weights=mixture.cumulative_weights,
-                     block_size=mixture.block_size, std_code=STANDARDIZE_CODES[standardize],
-                     mean=mixture.mean, inv_std=1.0 / mixture.std,
-                     whiten_vectors=mixture.whiten_vectors,
-                     whiten_shifts=mixture.whiten_shifts)
+                     block_size=mixture.block_size,
+                     standardization=None if skip else standardization(mixture, standardize))
 
 
 # Reassociation vectorises the whitening projections (analysis/jit.py).
@@ -228,7 +244,6 @@ def standardize_latent(c, code, mean, inv_std, whiten_vectors, whiten_shifts, sc
                         c[base + q] += whiten_vectors[b, j, q] * coef
 
 
-@kernel(reassociate=True)
 def sample_latent(rng_latent, rng_labels, out, law):
     """Fill ``out`` (n, D) with n latents, drawn and standardized sample by sample.
 
@@ -239,13 +254,23 @@ def sample_latent(rng_latent, rng_labels, out, law):
     ``out`` may be float32 (mixed precision): the latent is built in float64 and rounded once.
     ``law`` is a :class:`LatentLaw`.
     """
+    _sample_latent(rng_latent, rng_labels, out, law.matched, law.means, law.cumulative_weights,
+                   law.block_size, law.standardization)
+
+
+# Reassociation as in standardize_latent (analysis/jit.py).
+@kernel(reassociate=True)
+def _sample_latent(rng_latent, rng_labels, out, matched, means, cumulative_weights, block_size,
+                   standardization):
+    # The kernel of sample_latent. A standardization of None is pruned when the kernel is
+    # compiled (numba prunes `argument is None` by the argument's type): a law without one
+    # never compiles standardize_latent.
     n, D = out.shape
-    if law.matched:
+    if matched:
         for s in range(n):
             for r in range(D):
                 out[s, r] = rng_latent.standard_normal()
         return
-    means, cumulative_weights, block_size = law.means, law.cumulative_weights, law.block_size
     m = means.shape[0]
     n_blocks = D // block_size
     c = np.empty(D)
@@ -265,9 +290,10 @@ def sample_latent(rng_latent, rng_labels, out, law):
         else:
             for r in range(D):
                 c[r] += means[0, r]
-        if law.std_code != STD_NONE:
-            standardize_latent(c, law.std_code, law.mean, law.inv_std, law.whiten_vectors,
-                               law.whiten_shifts, scratch)
+        if standardization is not None:
+            standardize_latent(c, standardization.code, standardization.mean,
+                               standardization.inv_std, standardization.whiten_vectors,
+                               standardization.whiten_shifts, scratch)
         for r in range(D):
             out[s, r] = c[r]
 
