@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.input_moments import CLOSED_FORM_FOLDS, fold_mean, folded_mixture_moments
 from fastsgd.matched import MatchedLaw
 from analysis.activations import FOLD_CODES, fold_array
 from fastsgd.sampling import (Mixture, fill_standard_normal, latent_law, sample_latent,
@@ -94,6 +93,7 @@ def moments_method(m: int, block_size: int, D: int, standardize: str, matched: b
                    f: str) -> str:
     """"exact" where c is Gaussian per label and f has closed forms, else "monte_carlo"
     (docs/model.md §10.5)."""
+    from analysis.input_moments import CLOSED_FORM_FOLDS   # scipy.special: imported when used
     exact = gaussian_per_label(m, block_size, D, standardize, matched) and (
         f in CLOSED_FORM_FOLDS)
     return "exact" if exact else "monte_carlo"
@@ -112,6 +112,7 @@ def exact_moments(gaussians: LabelGaussians, features: np.ndarray, f: str,
                   mean_only: bool = False) -> InputMoments | np.ndarray:
     """Exact E x (``mean_only``) or the full :class:`InputMoments` of x = f(Fc/√D) for a latent
     that is Gaussian per label (u | J ~ N(G m_J, G S Gᵀ), G = F/√D; Cov(u, c | J) = G S)."""
+    from analysis.input_moments import fold_mean, folded_mixture_moments
     G = features / math.sqrt(features.shape[1])
     field_means = gaussians.means @ G.T
     cross = G @ gaussians.covariance
