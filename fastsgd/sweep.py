@@ -469,12 +469,14 @@ def summarise(cells: list[Cell], out: Path, results: dict, failures: dict) -> li
     return rows
 
 
-#: Environment of a local cluster's workers: one thread each for Numba, OpenMP and BLAS.
-SINGLE_THREAD_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-                     "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-#: What :class:`OneThreadPerTask` sets in a running worker: not NUMBA_NUM_THREADS, which Numba
-#: reads at import and refuses to see changed once its threads are launched.
-WORKER_ENV = {k: v for k, v in SINGLE_THREAD_ENV.items() if k != "NUMBA_NUM_THREADS"}
+#: Environment of a worker, set by the local cluster's nannies and by :class:`OneThreadPerTask`:
+#: one thread for OpenMP and BLAS. Not NUMBA_NUM_THREADS: a nanny sets its ``env`` after the
+#: worker process has imported its main module (``fastsgd.cli`` under ``fastsgd sweep``, hence
+#: Numba), and Numba refuses, at the next compilation, a NUMBA_NUM_THREADS that differs from the
+#: one its threads were launched with: every kernel a worker had to compile failed. Each task
+#: limits Numba to one thread itself (:func:`limit_threads`).
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+SINGLE_THREAD_ENV = WORKER_ENV
 #: allowed-failures = 1: a task whose worker dies twice is failed, not retried forever.
 #: worker-saturation = 1: a one-thread worker holds only the task it runs, so a worker's death
 #: counts against that task alone, never against one queued behind it.

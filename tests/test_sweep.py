@@ -123,6 +123,43 @@ def test_a_killed_worker_fails_only_its_cell(grid_file, tmp_path):
     assert "Killed" in failed["error"] or "worker" in failed["error"].lower()
 
 
+COMPILING_SWEEP = """
+import fastsgd.cli   # the main module of `fastsgd sweep`: Numba is imported before the nanny's env
+import sys
+from pathlib import Path
+
+
+def compiling_task(config_json, path, ode):
+    import numba
+    kernel = numba.njit(lambda x: x + 1.0)   # a kernel no cache holds: compiled in the worker
+    return {"status": ["ok"], "value": kernel(1.0)}
+
+
+if __name__ == "__main__":
+    from fastsgd.sweep import _run_on_dask, read_grid
+    cells, ode = read_grid(sys.argv[1])
+    results, failures = {}, {}
+    _run_on_dask([cells[0].job], Path(sys.argv[2]), ode, compiling_task, results, failures,
+                 scheduler=None, workers=1, echo=print)
+    print("failures:", failures)
+    sys.exit(1 if failures or list(results.values())[0]["value"] != 2.0 else 0)
+"""
+
+
+def test_a_local_worker_compiles_kernels_under_the_cli_main_module(grid_file, tmp_path):
+    """A worker of `fastsgd sweep`'s local cluster that must compile a kernel (an empty cache,
+    an edited source) compiles it: the nanny's env sets no NUMBA_NUM_THREADS after the worker
+    imported Numba with its main module (before the fix every such task failed with "Cannot set
+    NUMBA_NUM_THREADS to a different value once the threads have been launched")."""
+    import subprocess
+    script = tmp_path / "compiling_sweep.py"
+    script.write_text(COMPILING_SWEEP)
+    done = subprocess.run([sys.executable, str(script), str(grid_file), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "failures: {}" in done.stdout
+
+
 def test_temporaries_of_killed_attempts_are_removed_once_their_run_is_complete(grid_file,
                                                                                tmp_path):
     out = tmp_path / "leftovers"
