@@ -127,12 +127,16 @@ def _column_shape(a, skew, kurt):
 
 
 @kernel(reassociate=True)
-def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean):
-    # One pass for the means and ε_g, one for the centred covariances; returns eg_mc.
+def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean, nu_mean):
+    # One pass for the means and ε_g, one for the centred covariances; returns eg_mc. Plain
+    # loops only: array expressions (a /= P, a[:] = 0) and np.zeros each compile machinery of
+    # their own (a third of this kernel's cold compile).
     P, K = lam.shape
     M = nu.shape[1]
-    nu_mean = np.zeros(M)
-    lam_mean[:] = 0.0
+    for k in range(K):
+        lam_mean[k] = 0.0
+    for n in range(M):
+        nu_mean[n] = 0.0
     sq = 0.0
     for p in range(P):
         for k in range(K):
@@ -141,10 +145,15 @@ def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean):
             nu_mean[n] += nu[p, n]
         diff = yhat[p] - y[p]
         sq += diff * diff
-    lam_mean /= P
-    nu_mean /= P
-    Q[:, :] = 0.0
-    R[:, :] = 0.0
+    for k in range(K):
+        lam_mean[k] /= P
+        for l in range(K):
+            Q[k, l] = 0.0
+    for n in range(M):
+        nu_mean[n] /= P
+    for k in range(K):
+        for n in range(M):
+            R[k, n] = 0.0
     for p in range(P):
         for k in range(K):
             dk = lam[p, k] - lam_mean[k]
@@ -152,8 +161,11 @@ def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean):
                 Q[k, l] += dk * (lam[p, l] - lam_mean[l])
             for n in range(M):
                 R[k, n] += dk * (nu[p, n] - nu_mean[n])
-    Q /= P
-    R /= P
+    for k in range(K):
+        for l in range(K):
+            Q[k, l] /= P
+        for n in range(M):
+            R[k, n] /= P
     return 0.5 * sq / P
 
 
@@ -169,7 +181,7 @@ def test_set_statistics(lam: np.ndarray, nu: np.ndarray, y: np.ndarray, v: np.nd
     K, M = lam.shape[1], nu.shape[1]
     Q, R, lam_mean = np.empty((K, K)), np.empty((K, M)), np.empty(K)
     yhat = network_output(lam, v, g_code, np.empty(lam.shape[0]))
-    eg_mc = _student_statistics(lam, nu, yhat, y, Q, R, lam_mean)
+    eg_mc = _student_statistics(lam, nu, yhat, y, Q, R, lam_mean, np.empty(M))
     skewness, kurtosis = field_shape(lam)
     return {"eg_mc": eg_mc, "Q": Q, "R": R, "lambda_mean": lam_mean,
             "lambda_skewness": skewness, "lambda_kurtosis": kurtosis}
