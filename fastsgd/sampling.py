@@ -298,9 +298,14 @@ def _sample_latent(rng_latent, rng_labels, out, matched, means, cumulative_weigh
             out[s, r] = c[r]
 
 
-@kernel()
 def fill_standard_normal(rng, out):
     """Fill ``out`` (any shape, C-contiguous) with standard normals from ``rng``, in order."""
-    flat = out.ravel()
+    if not out.flags.c_contiguous:
+        raise ValueError("fill_standard_normal fills C-contiguous arrays only")
+    _fill_standard_normal(rng, out.reshape(-1))   # a view: one compiled kernel for every shape
+
+
+@kernel()
+def _fill_standard_normal(rng, flat):
     for i in range(flat.shape[0]):
         flat[i] = rng.standard_normal()
