@@ -16,6 +16,7 @@ import math
 import os
 import tomllib
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,16 +232,22 @@ def _ref_seed(cfg: SimConfig) -> int:
     return cfg.sample_entropy + REFERENCE_SAMPLE_OFFSET
 
 
-def _run_finished(path: Path, cfg: SimConfig) -> bool:
-    """The run file exists with every status in {ok, diverged} and an identical config."""
+def _finished_run(path: Path, cfg: SimConfig):
+    """The run file, loaded, if it exists with every status in {ok, diverged} and an identical
+    config; else None."""
     import fastsgd
     if not path.exists():
-        return False
+        return None
     try:
         run = fastsgd.load(path)
     except fastsgd.RunFileError:
-        return False
-    return run.config == cfg and set(run.status) <= {"ok", "diverged"}
+        return None
+    return run if run.config == cfg and set(run.status) <= {"ok", "diverged"} else None
+
+
+def _run_finished(path: Path, cfg: SimConfig) -> bool:
+    """The run file exists with every status in {ok, diverged} and an identical config."""
+    return _finished_run(path, cfg) is not None
 
 
 def _sidecar(path: Path) -> dict | None:
@@ -290,11 +297,12 @@ def run_job(config_json: str, path: str, ode: dict) -> dict:
     if _finished(path, cfg, theories):
         return _sidecar(path)
     result = _sidecar(path) or {}
-    if not _run_finished(path, cfg):   # a finished run file is kept even if a theory fails
+    run = _finished_run(path, cfg)     # a finished run file is kept even if a theory fails
+    if run is None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fastsgd.simulate(cfg, out=path, overwrite=True, threads=1)   # a temporary name, renamed
+        # a temporary name, renamed; the file as loaded back
+        run = fastsgd.simulate(cfg, out=path, overwrite=True, threads=1)
         result = {}
-    run = fastsgd.load(path)
     result.update({"config": cfg.to_json(), "status": run.status})
     for theory in theories:
         if SIDECAR_KEYS[theory] not in result:
@@ -482,6 +490,12 @@ SINGLE_THREAD_ENV = WORKER_ENV
 #: counts against that task alone, never against one queued behind it.
 DASK_SETTINGS = {"distributed.scheduler.allowed-failures": 1,
                  "distributed.scheduler.worker-saturation": 1.0}
+#: A local cluster's nannies spawn their workers (Dask's default), never fork them: the sweep's
+#: process has threads (Dask's event loop, the echo of results), and a worker forked while one
+#: of them held a lock, e.g. stdout's while a line was printed, hangs at its first write (seen:
+#: a forked worker blocked on stdout's buffer lock for good). Forking would start two workers in
+#: 0.2 s instead of 1.8 s.
+LOCAL_CLUSTER_SETTINGS = {"distributed.worker.multiprocessing-method": "spawn"}
 
 
 def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None = None,
@@ -506,13 +520,18 @@ def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None =
     echo(f"{len(cells)} cell(s), {len(jobs)} run(s): {len(jobs) - len(todo)} finished, "
          f"{len(todo)} to do")
     failures: dict[str, str] = {}
-    if todo:
-        _run_on_dask(todo, out, ode, task, results, failures, scheduler=scheduler,
-                     workers=workers, echo=echo)
-        _remove_killed_attempts(todo, out, failures, echo)
-    rows = summarise(cells, out, results, failures)
-    write_summary(rows, out / "summary.csv")     # and summary_long.csv
-    echo(f"wrote {out / 'summary.csv'}")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastsgd-close") as closer:
+        closing = None
+        if todo:   # the local cluster stops while the summary is made
+            closing = _run_on_dask(todo, out, ode, task, results, failures,
+                                   scheduler=scheduler, workers=workers, echo=echo,
+                                   closer=closer)
+            _remove_killed_attempts(todo, out, failures, echo)
+        rows = summarise(cells, out, results, failures)
+        write_summary(rows, out / "summary.csv")     # and summary_long.csv
+        echo(f"wrote {out / 'summary.csv'}")
+        if closing is not None:
+            closing.result()
     return rows
 
 
@@ -576,44 +595,80 @@ def _connect(scheduler: str):
 
 
 def _run_on_dask(todo: list[Job], out: Path, ode: dict, task, results: dict, failures: dict,
-                 *, scheduler: str | None, workers: int | None, echo) -> None:
+                 *, scheduler: str | None, workers: int | None, echo, closer=None):
     """Run ``task`` for every job on a local cluster or the one at ``scheduler``; each job's
     sidecar goes into ``results``, each failure's message into ``failures``.
 
     Every task runs with one Numba and one BLAS thread (:class:`OneThreadPerTask`,
     :func:`one_thread_per_task`) and is given absolute paths (a worker of an external cluster
-    has its own working directory; DIR must be on a filesystem the workers share). On an
-    external cluster the retries of a task whose worker died are the scheduler's own setting
-    (distributed.scheduler.allowed-failures; DASK_SETTINGS applies to the local cluster)."""
+    has its own working directory; DIR must be on a filesystem the workers share). The longest
+    jobs go first (:func:`job_cost`), so that the last to end are short: every task is in one
+    task group (keys ("fastsgd", name)), which the scheduler queues by priority when it has more
+    than twice as many tasks as worker threads (worker-saturation); a smaller group is handed
+    to the workers at once, each taking its own by priority. On an external
+    cluster the retries of a task whose worker died are the scheduler's own setting
+    (distributed.scheduler.allowed-failures; DASK_SETTINGS applies to the local cluster).
+
+    With an executor ``closer`` the local cluster is closed in it (its workers take ~0.5 s to
+    stop) and the future of that is returned, so that the caller summarises meanwhile; else the
+    cluster is closed before the return (None)."""
     import dask
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client
 
-    from fastsgd.resources import usable_cores
-
-    with dask.config.set(DASK_SETTINGS):
+    closing = None
+    with dask.config.set({**DASK_SETTINGS, **LOCAL_CLUSTER_SETTINGS}):   # for restarts too
         if scheduler:
             client, cluster = _connect(scheduler), None
         else:
-            cluster = LocalCluster(n_workers=workers or usable_cores(), threads_per_worker=1,
-                                   processes=True, dashboard_address=None,
-                                   env=SINGLE_THREAD_ENV)
+            cluster = _local_cluster(workers)
             client = Client(cluster)
         try:
             client.register_plugin(OneThreadPerTask())
-            futures = {client.submit(one_thread_per_task, task, job.config.to_json(),
-                                     str(job.path(out).absolute()), ode,
-                                     key=f"fastsgd-{job.name}", pure=False): job
-                       for job in todo}
-            for done, future in enumerate(as_completed(futures), start=1):
-                job = futures[future]
-                try:
-                    results[job.name] = future.result()
-                    state = ",".join(sorted(set(results[job.name]["status"])))
-                except Exception as exc:  # a killed worker, or an error in the task
-                    failures[job.name] = f"{type(exc).__name__}: {exc}"
-                    state = "FAILED"
-                echo(f"[{done}/{len(todo)}] {job.kind} {job.name}: {state}")
+            _submit_and_collect(client, todo, out, ode, task, results, failures, echo)
         finally:
             client.close()
-            if cluster is not None:
+            if cluster is not None and closer is not None:
+                closing = closer.submit(cluster.close)
+            elif cluster is not None:
                 cluster.close()
+    return closing
+
+
+def _submit_and_collect(client, todo: list[Job], out: Path, ode: dict, task, results: dict,
+                        failures: dict, echo) -> None:
+    """Submit every job, the longest first, and collect each result or failure as it ends."""
+    from dask.distributed import as_completed
+
+    ordered = sorted(todo, key=job_cost, reverse=True)   # stable: ties in claim order
+    futures = {client.submit(one_thread_per_task, task, job.config.to_json(),
+                             str(job.path(out).absolute()), ode, key=("fastsgd", job.name),
+                             pure=False, priority=len(ordered) - rank): job
+               for rank, job in enumerate(ordered)}
+    for done, future in enumerate(as_completed(futures), start=1):
+        job = futures[future]
+        try:
+            results[job.name] = future.result()
+            state = ",".join(sorted(set(results[job.name]["status"])))
+        except Exception as exc:  # a killed worker, or an error in the task
+            failures[job.name] = f"{type(exc).__name__}: {exc}"
+            state = "FAILED"
+        echo(f"[{done}/{len(todo)}] {job.kind} {job.name}: {state}")
+
+
+def _local_cluster(workers: int | None):
+    """A local cluster of ``workers`` (default: the usable cores) one-thread worker processes,
+    spawned (LOCAL_CLUSTER_SETTINGS, in effect while the cluster runs: a nanny reads it
+    whenever it starts a worker)."""
+    from dask.distributed import LocalCluster
+
+    from fastsgd.resources import usable_cores
+
+    return LocalCluster(n_workers=workers or usable_cores(), threads_per_worker=1,
+                        processes=True, dashboard_address=None, env=SINGLE_THREAD_ENV)
+
+
+def job_cost(job: Job) -> int:
+    """A job's work in multiply-adds of its input GEMMs, which dominate a run: every seed maps
+    steps + test_size latents (D each) to N inputs and M teacher fields."""
+    cfg = job.config
+    return cfg.seeds * (cfg.steps + cfg.test_size) * cfg.D * (cfg.N + cfg.M)

@@ -160,6 +160,70 @@ def test_a_local_worker_compiles_kernels_under_the_cli_main_module(grid_file, tm
     assert "failures: {}" in done.stdout
 
 
+def fork_probe_task(config_json, path, ode):
+    """What a worker inherited from the sweep's process, and the thread counts it runs with."""
+    import numba
+    from threadpoolctl import threadpool_info
+    return {"status": ["ok"], "probe": getattr(sys, "_fastsgd_fork_probe", None),
+            "numba": numba.get_num_threads(),
+            "blas": sorted({p["num_threads"] for p in threadpool_info()
+                            if p["user_api"] == "blas"})}
+
+
+def test_local_workers_are_spawned_and_run_one_thread(grid_file, tmp_path):
+    """The local cluster's workers are spawned, also under a Dask configuration that asks for
+    fork (a worker forked while a thread of the sweep's process held stdout's lock hangs for
+    good), a worker killed mid-task is replaced, and every task runs with one Numba and one
+    BLAS thread."""
+    import dask
+
+    from fastsgd.sweep import _run_on_dask
+    cells, ode = read_grid(grid_file)
+    jobs = list({job.name: job for cell in cells for job in cell.jobs}.values())
+    sys._fastsgd_fork_probe = os.getpid()     # a forked worker would inherit it
+    try:
+        with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
+            results, failures = {}, {}
+            _run_on_dask(jobs, tmp_path / "sweep", ode, fork_probe_task, results, failures,
+                         scheduler=None, workers=2, echo=lambda line: None)
+            dying, dead = {}, {}
+            _run_on_dask(jobs, tmp_path / "dying", ode, dying_task, dying, dead,
+                         scheduler=None, workers=2, echo=lambda line: None)
+    finally:
+        del sys._fastsgd_fork_probe
+    assert not failures and len(results) == len(jobs) == 6
+    assert all(r["probe"] is None and r["numba"] == 1 and r["blas"] in ([], [1])
+               for r in results.values()), results
+    assert len(dead) == 1 and len(dying) == 5   # the killed cell alone; its worker was replaced
+
+
+def started_task(config_json, path, ode):
+    """When it started; it lasts 0.1 s, so that every task is submitted before the second."""
+    import time
+    started = time.perf_counter_ns()
+    time.sleep(0.1)
+    return {"status": ["ok"], "started": started}
+
+
+def test_the_longest_jobs_run_first(tmp_path):
+    """A worker takes the jobs in decreasing cost (seeds × (steps + test_size) × D × (N + M)),
+    ties in the order the cells claimed them, whatever the grid's order."""
+    from fastsgd.sweep import _run_on_dask, job_cost
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID.replace("t_max = 40\n", "").replace("alpha = [1.5]",
+                                                             "alpha = [1.5]\nt_max = [10, 40]"))
+    cells, ode = read_grid(grid)
+    jobs = list({job.name: job for cell in cells for job in cell.jobs}.values())
+    costs = [job_cost(job) for job in jobs]
+    assert costs != sorted(costs, reverse=True)     # claimed t_max = 10 first, then 40
+    results, failures = {}, {}
+    _run_on_dask(jobs, tmp_path / "sweep", ode, started_task, results, failures,
+                 scheduler=None, workers=1, echo=lambda line: None)
+    ran = sorted(jobs, key=lambda job: results[job.name]["started"])
+    assert ran == sorted(jobs, key=job_cost, reverse=True)
+    assert [job_cost(job) for job in ran] == sorted(map(job_cost, jobs), reverse=True)
+
+
 def test_temporaries_of_killed_attempts_are_removed_once_their_run_is_complete(grid_file,
                                                                                tmp_path):
     out = tmp_path / "leftovers"
