@@ -25,6 +25,7 @@ from numba import types
 from numba.extending import overload
 
 from analysis.activations import ACTIVATION_CODES, ACTIVATIONS, G_ERF, G_LINEAR, G_RELU
+from analysis.arcsine import arcsine
 from analysis.jit import theory_kernel
 from analysis.orthant import (NODES, WEIGHTS, clip_unit, gauss_legendre_unit, one_minus_square,
                               orthant_2, orthant_2_from_arcsine, orthant_3_from_arcsines,
@@ -37,11 +38,12 @@ __all__ = [
     "i2_at", "i3_at", "i4_at", "j2_at", "erf_i3_lambda3", "erf_i3_value", "erf_i4_lambda4",
     "erf_i4_lambda_side", "erf_i4_lambda0", "erf_i4_value", "generalisation_error_kernel",
     "relu_field_correlations", "relu_i4_table", "relu_i4_sums", "relu_workspace",
+    "TWO_OVER_PI", "FOUR_OVER_PI2",
 ]
 
 _TWO_PI = 2.0 * math.pi
-_TWO_OVER_PI = 2.0 / math.pi
-_FOUR_OVER_PI2 = 4.0 / math.pi ** 2
+TWO_OVER_PI = 2.0 / math.pi
+FOUR_OVER_PI2 = 4.0 / math.pi ** 2
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 # Fields whose correlation is ±1 to within the rounding of ρ = C_fh/√(C_ff C_hh) (a few ulps)
 # are one field, or an empty orthant (docs/model.md §5.4: a coarser threshold such as the
@@ -60,7 +62,7 @@ def i2_entries(c00, c01, c11, g):
     relu:   (√(C₀₀C₁₁)/2π) [sin θ + (π − θ) cos θ], θ = arccos(C₀₁/√(C₀₀C₁₁))
     """
     if g == G_ERF:
-        return _TWO_OVER_PI * math.asin(c01 / math.sqrt((1.0 + c00) * (1.0 + c11)))
+        return TWO_OVER_PI * math.asin(c01 / math.sqrt((1.0 + c00) * (1.0 + c11)))
     if g == G_LINEAR:
         return c01
     norm = math.sqrt(c00 * c11)
@@ -81,8 +83,9 @@ def erf_i3_lambda3(c00, c02, c22):
 
 @theory_kernel(inline=True)
 def erf_i3_value(c00, c01, c02, c12, inv_sqrt_lambda3):
-    """erf I3 = (2/π) [C₁₂(1+C₀₀) − C₀₁C₀₂] / [(1+C₀₀) √Λ₃], given 1/√Λ₃."""
-    return _TWO_OVER_PI * (c12 * (1.0 + c00) - c01 * c02) / (1.0 + c00) * inv_sqrt_lambda3
+    """erf I3 = (2/π) [C₁₂(1+C₀₀) − C₀₁C₀₂] / [(1+C₀₀) √Λ₃], given 1/√Λ₃, evaluated as
+    (2/π)/√Λ₃ · (C₁₂ − C₀₁/(1+C₀₀) · C₀₂) (the ODEs' I3 table uses the same arrangement)."""
+    return TWO_OVER_PI * inv_sqrt_lambda3 * (c12 - c01 * (1.0 / (1.0 + c00)) * c02)
 
 
 @theory_kernel()
@@ -129,8 +132,8 @@ def erf_i4_lambda0(lambda4, c00, c01, c11, c02, c03, c12, c13, c23):
 @theory_kernel(inline=True)
 def erf_i4_value(inv_sqrt_lambda4, lambda0, inv_sqrt_lambda1, inv_sqrt_lambda2):
     """erf I4 = (4/π²) Λ₄^{−1/2} arcsin(Λ₀/√(Λ₁Λ₂)), given the inverse square roots."""
-    return (_FOUR_OVER_PI2 * inv_sqrt_lambda4
-            * math.asin(lambda0 * inv_sqrt_lambda1 * inv_sqrt_lambda2))
+    return (FOUR_OVER_PI2 * inv_sqrt_lambda4
+            * arcsine(lambda0 * inv_sqrt_lambda1 * inv_sqrt_lambda2))
 
 
 @theory_kernel()
@@ -389,7 +392,7 @@ def j2_entries(c00, c01, c11, g):
     relu:   1/4 + arcsin(C₀₁/√(C₀₀C₁₁))/2π
     """
     if g == G_ERF:
-        return _TWO_OVER_PI / math.sqrt(1.0 + c00 + c11 + c00 * c11 - c01 * c01)
+        return TWO_OVER_PI / math.sqrt(1.0 + c00 + c11 + c00 * c11 - c01 * c01)
     if g == G_LINEAR:
         return 1.0
     if c00 == 0.0 or c11 == 0.0:

@@ -18,13 +18,21 @@ The kernels take three named tuples, each built by one function, so that a field
 - :class:`OdeGrid` (:func:`ode_grid`): the integrator, its step and the output times;
 - :class:`OdeWorkspace` (:func:`ode_workspace`): the scratch arrays of one right-hand side.
 
-Every call of a compiled kernel increments and decrements the reference count of each array it
-receives, those inside a named tuple included. The kernels evaluated once per step that take the
-tuples are therefore inlined (``inline=True``) into :func:`_rhs`, the one compiled boundary per
-evaluation of F, and the integrators into :func:`_integrate`. :func:`_rhs` itself is not inlined:
-an inlined kernel is compiled again at each call site (measured: twice the compile time for a
-few per cent). The kernels with reassociated loops (:func:`_hmm_closure`,
-:func:`_hmm_densities`) are never inlined: their flags must not reach, or be lost in, a caller.
+Compiled boundaries. Every call of a compiled kernel increments and decrements the reference
+count of each array it receives, those inside a named tuple included, and every function inlined
+by numba (``inline=True``) is translated and typed again at each call site, which is most of a
+cold start. So:
+
+- one integrator kernel per method (:func:`_integrate_euler`, :func:`_integrate_rk4`), each
+  compiled for the types of its arguments: the spectrum is None for SCM, and an
+  ``if spectrum is None`` on an argument is pruned before typing, so a kernel holds one model
+  family's right-hand side (:func:`_scm_rhs` or :func:`_spectral_rhs`, one compiled call per
+  evaluation) and never compiles the other;
+- inside a right-hand side, the per-evaluation kernels that take the tuples are inlined;
+- the erf I4 table forms all its arcsine arguments first and takes the arcsines in one loop
+  that LLVM vectorises (:func:`analysis.arcsine.arcsine`; ``math.asin`` is a libm call);
+- the kernels with reassociated loops (:func:`_hmm_closure`, :func:`_hmm_densities`) are never
+  inlined: their flags must not reach, or be lost in, a caller.
 """
 
 from __future__ import annotations
@@ -37,15 +45,16 @@ import numpy as np
 
 from analysis.activations import (ACTIVATION_CODES, ACTIVATIONS, G_ERF, G_LINEAR, G_RELU,
                                   folding_coefficients)
-from analysis.integrals import (erf_i3_lambda3, erf_i3_value, erf_i4_lambda0, erf_i4_lambda4,
-                                erf_i4_lambda_side, erf_i4_value, generalisation_error_kernel,
+from analysis.arcsine import arcsine
+from analysis.integrals import (FOUR_OVER_PI2, TWO_OVER_PI, erf_i3_lambda3, erf_i4_lambda0,
+                                erf_i4_lambda4, erf_i4_lambda_side, generalisation_error_kernel,
                                 i2_at, i3_at, j2_at, relu_i4_sums_if)
 from analysis.jit import theory_kernel
 from analysis.orthant import NODES, WEIGHTS
 
 __all__ = ["HmmInitialState", "GaussianEquivalentState", "Trajectory", "METHODS",
            "integrate_hmm", "integrate_scm", "integrate_gaussian_equivalent", "output_grid",
-           "OdeParameters", "OdeGrid", "OdeWorkspace", "ode_parameters", "ode_grid",
+           "OdeParameters", "Spectrum", "OdeGrid", "OdeWorkspace", "ode_parameters", "ode_grid",
            "ode_workspace"]
 
 
@@ -191,54 +200,68 @@ MOMENTS_RK4_DT = 0.1
 STABILITY = 0.3
 
 
+class Spectrum(NamedTuple):
+    """The spectral models' constants (HMM and MOMENTS); built by :func:`ode_parameters` only.
+
+    Attributes
+    ----------
+    rhos : (D,) eigenvalues ρ_τ.
+    Yr : (M, M, D) the r-equation's teacher term Y^n for each m: T̃^{nm} or ω_nτ ω_mτ (HMM),
+        t̃^{nm}(τ) (MOMENTS).
+    delta : δ = D/N.
+    b, zeta, c_f : folding coefficients of f (HMM; 0 for MOMENTS).
+    d_rho, b_rho, noise_rho : (D,) the density equations' tables over the eigenvalues: HMM
+        d(ρ) = ζδ + b²ρ, bρ and ζρ + b²ρ²/δ; MOMENTS ρ, δ^{-1/2} and ρ.
+    rate : the density equations' rate, η/δ (HMM) or η (MOMENTS).
+    """
+
+    rhos: np.ndarray
+    Yr: np.ndarray
+    delta: float
+    b: float
+    zeta: float
+    c_f: float
+    d_rho: np.ndarray
+    b_rho: np.ndarray
+    noise_rho: np.ndarray
+    rate: float
+
+
 class OdeParameters(NamedTuple):
     """Everything constant during one integration; built by :func:`ode_parameters` only.
+
+    The kernels take it with the model's :class:`Spectrum`, or None for SCM, as a separate
+    argument: its type decides when a kernel is compiled which right-hand side it holds (an
+    ``if spectrum is None`` on an argument is pruned by numba before typing), so a kernel
+    compiles one model family. Likewise ``relu_quadrature`` is None unless g = relu
+    (:func:`analysis.integrals.relu_i4_sums_if`).
 
     Attributes
     ----------
     model : SCM, HMM or MOMENTS.
     K, M, D : students, teachers, eigenvalues (D = 0 for SCM; N for MOMENTS).
-    rhos : (D,) eigenvalues ρ_τ.
-    Yr : (M, M, D) the r-equation's teacher term Y^n for each m: T̃^{nm} or ω_nτ ω_mτ (HMM),
-        t̃^{nm}(τ) (MOMENTS).
     T : (M, M) teacher covariance.
     A : (M,) teacher second layer.
     lr : learning rate η.
-    delta : δ = D/N (1 for SCM).
-    b, zeta, c_f : folding coefficients of f (0 for SCM).
     g : activation code.
     sigma : output-noise standard deviation.
     train_v : whether the second layer is trained.
-    d_rho, b_rho, noise_rho : (D,) the density equations' tables over the eigenvalues: HMM
-        d(ρ) = ζδ + b²ρ, bρ and ζρ + b²ρ²/δ; MOMENTS ρ, δ^{-1/2} and ρ.
-    rate : the density equations' rate, η/δ (HMM) or η (MOMENTS).
-    stiffness : rate × max_τ d_rho: the stiffest density's rate per unit of the bracket.
+    stiffness : rate × max_τ |d(ρ_τ)|, the stiffest density's rate per unit of the bracket
+        (0 for SCM).
     relu_quadrature : the Gauss–Legendre (nodes, weights) of the ReLU I4 for g = relu, else
-        None: its type decides at compile time whether the ReLU quadrature is compiled in
-        (:func:`analysis.integrals.relu_i4_sums_if`), so a kernel for the other activations
-        compiles in about half the time.
+        None.
     """
 
     model: int
     K: int
     M: int
     D: int
-    rhos: np.ndarray
-    Yr: np.ndarray
     T: np.ndarray
     A: np.ndarray
     lr: float
-    delta: float
-    b: float
-    zeta: float
-    c_f: float
     g: int
     sigma: float
     train_v: bool
-    d_rho: np.ndarray
-    b_rho: np.ndarray
-    noise_rho: np.ndarray
-    rate: float
     stiffness: float
     relu_quadrature: tuple | None
 
@@ -270,17 +293,21 @@ class OdeWorkspace(NamedTuple):
     Attributes
     ----------
     C : (K + M, K + M) covariance of all fields.
+    i3 : (K, K + M, K + M) I3(k, b, a).
     drift : (K, K + M) Σ_a u_a I3(k, b, a).
     i4sum : (K, K) 𝓘4(k, l).
     j2 : (K, K) σ² J2(k, l).
     i2u : (K,) Σ_a u_a I2(k, a).
     Bmat, gamma : (K, K), (K, M) coefficients of the HMM bracket.
     Sigma, noise : (K, K) ⟨σ⟩_τ and η² v_k v_l (𝓘4 + σ²J2).
-    u, side : (K + M,) u = (−v, A) and a per-field erf factor.
+    u, side : (K + M,) u = (−v, A) and a per-field factor.
+    i4_arg, i4_weight : (K(K+1)/2 · n(n+1)/2,) with n = K + M: the erf I4 table's arcsine
+        arguments (then values) and weights, one entry per (k ≤ l, a ≤ b).
     acc_x, acc_y : (D,) accumulators of the density equations.
     """
 
     C: np.ndarray
+    i3: np.ndarray
     drift: np.ndarray
     i4sum: np.ndarray
     j2: np.ndarray
@@ -291,6 +318,8 @@ class OdeWorkspace(NamedTuple):
     noise: np.ndarray
     u: np.ndarray
     side: np.ndarray
+    i4_arg: np.ndarray
+    i4_weight: np.ndarray
     acc_x: np.ndarray
     acc_y: np.ndarray
 
@@ -318,8 +347,10 @@ def _spectral_tables(model, rhos, delta, b, zeta):
 def ode_parameters(model: int, K: int, T: np.ndarray, A: np.ndarray, *, lr: float, g: int,
                    sigma: float, train_v: bool, rhos: np.ndarray | None = None,
                    Yr: np.ndarray | None = None, delta: float = 1.0, b: float = 0.0,
-                   zeta: float = 0.0, c_f: float = 0.0) -> OdeParameters:
-    """The one constructor of :class:`OdeParameters` (the kernels' types are fixed here).
+                   zeta: float = 0.0, c_f: float = 0.0
+                   ) -> tuple[OdeParameters, Spectrum | None]:
+    """The one constructor of :class:`OdeParameters` and :class:`Spectrum` (the kernels' types
+    are fixed here).
 
     Parameters
     ----------
@@ -327,29 +358,32 @@ def ode_parameters(model: int, K: int, T: np.ndarray, A: np.ndarray, *, lr: floa
     K : number of students.
     T, A : (M, M) teacher covariance and (M,) teacher second layer, C-contiguous float64.
     lr, g, sigma, train_v : learning rate, activation code, output noise, second layer trained.
-    rhos, Yr : HMM and MOMENTS: (D,) eigenvalues and (M, M, D) teacher term (D = 0 when
-        omitted).
+    rhos, Yr : HMM and MOMENTS: (D,) eigenvalues and (M, M, D) teacher term.
     delta : HMM and MOMENTS: δ = D/N.
     b, zeta, c_f : HMM only: the folding coefficients.
 
     Returns
     -------
-    OdeParameters
+    (OdeParameters, Spectrum or None)
+        The spectrum is None for SCM.
     """
-    M = T.shape[0]
-    rhos = np.empty(0) if rhos is None else np.ascontiguousarray(rhos, dtype=np.float64)
-    Yr = np.empty((M, M, 0)) if Yr is None else np.ascontiguousarray(Yr, dtype=np.float64)
-    delta, b, zeta = float(delta), float(b), float(zeta)
-    d_rho, b_rho, noise_rho = _spectral_tables(int(model), rhos, delta, b, zeta)
-    rate = float(lr) if model == MOMENTS else float(lr) / delta
-    stiffness = rate * float(np.max(np.abs(d_rho))) if d_rho.size else 0.0
-    return OdeParameters(model=int(model), K=int(K), M=int(M), D=int(rhos.shape[0]), rhos=rhos,
-                         Yr=Yr, T=np.ascontiguousarray(T, dtype=np.float64),
-                         A=np.ascontiguousarray(A, dtype=np.float64), lr=float(lr), delta=delta,
-                         b=b, zeta=zeta, c_f=float(c_f), g=int(g), sigma=float(sigma),
-                         train_v=bool(train_v), d_rho=d_rho, b_rho=b_rho, noise_rho=noise_rho,
-                         rate=rate, stiffness=stiffness,
-                         relu_quadrature=(NODES, WEIGHTS) if g == G_RELU else None)
+    spectrum, D, stiffness = None, 0, 0.0
+    if model != SCM:
+        rhos = np.ascontiguousarray(rhos, dtype=np.float64)
+        delta, b, zeta = float(delta), float(b), float(zeta)
+        d_rho, b_rho, noise_rho = _spectral_tables(int(model), rhos, delta, b, zeta)
+        rate = float(lr) if model == MOMENTS else float(lr) / delta
+        D = int(rhos.shape[0])
+        stiffness = rate * float(np.max(np.abs(d_rho))) if D else 0.0
+        spectrum = Spectrum(rhos=rhos, Yr=np.ascontiguousarray(Yr, dtype=np.float64),
+                            delta=delta, b=b, zeta=zeta, c_f=float(c_f), d_rho=d_rho,
+                            b_rho=b_rho, noise_rho=noise_rho, rate=rate)
+    p = OdeParameters(model=int(model), K=int(K), M=int(T.shape[0]), D=D,
+                      T=np.ascontiguousarray(T, dtype=np.float64),
+                      A=np.ascontiguousarray(A, dtype=np.float64), lr=float(lr), g=int(g),
+                      sigma=float(sigma), train_v=bool(train_v), stiffness=stiffness,
+                      relu_quadrature=(NODES, WEIGHTS) if g == G_RELU else None)
+    return p, spectrum
 
 
 def _grid_positions(t: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
@@ -373,9 +407,12 @@ def ode_grid(method: int, dt: float, t: np.ndarray, stability: float = 0.0) -> O
 def ode_workspace(K, M, D):
     """The one constructor of :class:`OdeWorkspace` for K students, M teachers, D eigenvalues."""
     n = K + M
-    return OdeWorkspace(np.empty((n, n)), np.empty((K, n)), np.empty((K, K)), np.empty((K, K)),
-                        np.empty(K), np.empty((K, K)), np.empty((K, M)), np.empty((K, K)),
-                        np.empty((K, K)), np.empty(n), np.empty(n), np.empty(D), np.empty(D))
+    table = K * (K + 1) // 2 * (n * (n + 1) // 2)
+    return OdeWorkspace(np.empty((n, n)), np.empty((K, n, n)), np.empty((K, n)),
+                        np.empty((K, K)), np.empty((K, K)), np.empty(K), np.empty((K, K)),
+                        np.empty((K, M)), np.empty((K, K)), np.empty((K, K)), np.empty(n),
+                        np.empty(n), np.empty(table), np.empty(table), np.empty(D),
+                        np.empty(D))
 
 
 # ====================================================================== the field integrals
@@ -383,102 +420,127 @@ def ode_workspace(K, M, D):
 def _field_integrals(p, ws, v):
     """Sums over the fields that every equation needs, with u = (−v, A) over all K + M fields.
 
-    Fills ``ws.drift[k, b]`` = Σ_a u_a I3(k, b, a), ``ws.i4sum[k, l]`` = 𝓘4(k, l) =
-    Σ_{a,b} u_a u_b I4(k, l, a, b), ``ws.j2[k, l]`` = σ² J2(k, l) and ``ws.i2u[k]`` =
-    Σ_a u_a I2(k, a) (only when v is trained: dv/dt alone needs it), on the covariance ``ws.C``.
+    Fills ``ws.i3[k, b, a]`` = I3(k, b, a), ``ws.drift[k, b]`` = Σ_a u_a I3(k, b, a),
+    ``ws.i4sum[k, l]`` = 𝓘4(k, l) = Σ_{a,b} u_a u_b I4(k, l, a, b), ``ws.j2[k, l]`` = σ² J2(k, l)
+    and ``ws.i2u[k]`` = Σ_a u_a I2(k, a) (only when v is trained: dv/dt alone needs it), on the
+    covariance ``ws.C``.
 
     For relu 𝓘4 comes from :func:`analysis.integrals.relu_i4_sums`, which computes the one- and
     two-field parts once per evaluation; only terms with four distinct fields need a quadrature.
     """
-    K, M, C, u = p.K, p.M, ws.C, ws.u
+    K, M, C, u, g = p.K, p.M, ws.C, ws.u, p.g
+    n = K + M
     for j in range(K):
         u[j] = -v[j]
     for m in range(M):
         u[K + m] = p.A[m]
-    relu_i4_sums_if(p.relu_quadrature, C, K, u, ws.i4sum)    # relu only
-    linear = _linear_i4_sum(C, u) if p.g == G_LINEAR else 0.0  # the same for every (k, l)
-    _drift_sums(p, ws)
+    _i3_table(C, K, g, ws.side, ws.i3)
     for k in range(K):
-        for l in range(k, K):
-            acc = ws.i4sum[k, l]       # relu: relu_i4_sums filled it
-            if p.g == G_ERF:
-                acc = _erf_i4_sum(C, k, l, u, ws.side)
-            elif p.g == G_LINEAR:
-                acc = linear
-            ws.i4sum[k, l] = acc
-            ws.i4sum[l, k] = acc
-            noise = p.sigma * p.sigma * j2_at(C, k, l, p.g) if p.sigma > 0.0 else 0.0
-            ws.j2[k, l] = noise
-            ws.j2[l, k] = noise
-
-
-@theory_kernel(inline=True)
-def _drift_sums(p, ws):
-    """``ws.drift`` and ``ws.i2u`` of :func:`_field_integrals` (u = ``ws.u`` filled).
-
-    For erf the part of I3 that depends on fewer indices (Λ₃ per (k, a)) is computed once per
-    evaluation from the same formulas as :func:`analysis.integrals.i3_entries`.
-    """
-    n = p.K + p.M
-    C, u, side, g = ws.C, ws.u, ws.side, p.g
-    for k in range(p.K):
+        for b in range(n):
+            acc = 0.0
+            for a in range(n):
+                acc += u[a] * ws.i3[k, b, a]
+            ws.drift[k, b] = acc
         acc2 = 0.0
         if p.train_v:
             for a in range(n):
                 acc2 += u[a] * i2_at(C, k, a, g)
         ws.i2u[k] = acc2
+    if g == G_ERF:
+        _erf_i4_sums(C, K, u, ws.side, ws.i4_arg, ws.i4_weight, ws.i4sum)
+    elif g == G_LINEAR:
+        _linear_i4_sums(C, K, u, ws.i4sum)
+    else:
+        relu_i4_sums_if(p.relu_quadrature, C, K, u, ws.i4sum)
+    for k in range(K):
+        for l in range(k, K):
+            noise = p.sigma * p.sigma * j2_at(C, k, l, g) if p.sigma > 0.0 else 0.0
+            ws.j2[k, l] = noise
+            ws.j2[l, k] = noise
+
+
+@theory_kernel(inline=True)
+def _i3_table(C, K, g, scale, i3):
+    """``i3[k, b, a]`` = I3(k, b, a) for every student k and fields b, a; ``scale`` is scratch
+    of the fields' length.
+
+    For erf the formula of :func:`analysis.integrals.erf_i3_value`, with its factors that
+    depend on fewer indices (2/(π√Λ₃) per (k, a), 1/(1 + C_kk) per k) computed once.
+    """
+    n = C.shape[0]
+    for k in range(K):
         if g == G_ERF:
+            inv = 1.0 / (1.0 + C[k, k])
             for a in range(n):
-                side[a] = u[a] / math.sqrt(erf_i3_lambda3(C[k, k], C[k, a], C[a, a]))
+                scale[a] = TWO_OVER_PI * (1.0 / math.sqrt(erf_i3_lambda3(C[k, k], C[k, a],
+                                                                       C[a, a])))
             for b in range(n):
-                acc = 0.0
+                ckb = C[k, b] * inv
                 for a in range(n):
-                    acc += erf_i3_value(C[k, k], C[k, b], C[k, a], C[b, a], side[a])
-                ws.drift[k, b] = acc
+                    i3[k, b, a] = scale[a] * (C[b, a] - ckb * C[k, a])
         else:
             for b in range(n):
-                acc = 0.0
                 for a in range(n):
-                    acc += u[a] * i3_at(C, k, b, a, g)
-                ws.drift[k, b] = acc
+                    i3[k, b, a] = i3_at(C, k, b, a, g)
 
 
 @theory_kernel(inline=True)
-def _erf_i4_sum(C, k, l, u, side):
-    """𝓘4(k, l) for erf, with Λ₄ per (k, l) and Λ₁ per field computed once, from the same
-    formulas as :func:`analysis.integrals.i4_entries`; ``side`` is scratch of the fields'
-    length."""
+def _erf_i4_sums(C, K, u, side, arg, weight, i4sum):
+    """𝓘4(k, l) for erf into ``i4sum``, from the formulas of
+    :func:`analysis.integrals.i4_entries` with Λ₄ per (k, l) and Λ₁ per field computed once.
+
+    Every arcsine argument of the table (one per k ≤ l and a ≤ b) is formed first (``arg``,
+    with its weight u_a u_b or 2u_a u_b in ``weight``), then all arcsines are taken in one
+    loop that LLVM vectorises (:func:`analysis.arcsine.arcsine`), then each 𝓘4(k, l) =
+    (4/π²) Λ₄^{−1/2} Σ weight · arcsine.
+    """
     n = u.shape[0]
-    acc = 0.0
-    c00, c01, c11 = C[k, k], C[k, l], C[l, l]
-    lam4 = erf_i4_lambda4(c00, c01, c11)
-    inv4 = 1.0 / math.sqrt(lam4)
-    for a in range(n):
-        side[a] = 1.0 / math.sqrt(erf_i4_lambda_side(lam4, c00, c01, c11, C[k, a], C[l, a],
-                                                     C[a, a]))
-    for a in range(n):
-        for b in range(a, n):
-            lam0 = erf_i4_lambda0(lam4, c00, c01, c11, C[k, a], C[k, b], C[l, a], C[l, b],
-                                  C[a, b])
-            weight = u[a] * u[b] if a == b else 2.0 * u[a] * u[b]
-            acc += weight * erf_i4_value(inv4, lam0, side[a], side[b])
-    return acc
+    q = 0
+    for k in range(K):
+        for l in range(k, K):
+            c00, c01, c11 = C[k, k], C[k, l], C[l, l]
+            lam4 = erf_i4_lambda4(c00, c01, c11)
+            for a in range(n):
+                side[a] = 1.0 / math.sqrt(erf_i4_lambda_side(lam4, c00, c01, c11, C[k, a],
+                                                             C[l, a], C[a, a]))
+            for a in range(n):
+                for b in range(a, n):
+                    lam0 = erf_i4_lambda0(lam4, c00, c01, c11, C[k, a], C[k, b], C[l, a],
+                                          C[l, b], C[a, b])
+                    arg[q] = lam0 * side[a] * side[b]
+                    weight[q] = u[a] * u[b] if a == b else 2.0 * u[a] * u[b]
+                    q += 1
+    for i in range(q):
+        arg[i] = arcsine(arg[i])
+    per_pair = n * (n + 1) // 2
+    q = 0
+    for k in range(K):
+        for l in range(k, K):
+            acc = 0.0
+            for i in range(q, q + per_pair):
+                acc += weight[i] * arg[i]
+            q += per_pair
+            value = FOUR_OVER_PI2 / math.sqrt(erf_i4_lambda4(C[k, k], C[k, l], C[l, l])) * acc
+            i4sum[k, l] = value
+            i4sum[l, k] = value
 
 
 @theory_kernel(inline=True)
-def _linear_i4_sum(C, u):
+def _linear_i4_sums(C, K, u, i4sum):
     """𝓘4(k, l) for g = linear: I4(k, l, a, b) = C_ab for every (k, l), so Σ_{a,b} u_a u_b C_ab
-    (the terms in the order of :func:`_erf_i4_sum`)."""
+    for all (k, l)."""
     n = u.shape[0]
     acc = 0.0
     for a in range(n):
         acc += u[a] * u[a] * C[a, a]
         for b in range(a + 1, n):
             acc += 2.0 * u[a] * u[b] * C[a, b]
-    return acc
+    for k in range(K):
+        for l in range(K):
+            i4sum[k, l] = acc
 
 
-@theory_kernel()
+@theory_kernel(inline=True)
 def _covariance_ok(C, K, M, check_determinants):
     """Whether the covariance C of the K + M fields is usable (docs/model.md §5.5).
 
@@ -505,7 +567,7 @@ def _covariance_ok(C, K, M, check_determinants):
     return True
 
 
-@theory_kernel()
+@theory_kernel(inline=True)
 def _all_finite(a):
     """Whether every entry of the 1-D array ``a`` is finite."""
     for i in range(a.shape[0]):
@@ -515,7 +577,7 @@ def _all_finite(a):
 
 
 # ====================================================================== the right-hand sides
-@theory_kernel(inline=True)
+@theory_kernel()
 def _scm_rhs(y, dy, p, ws):
     """Saad–Solla ODE (docs/model.md §5.1): dy = F(y) on y = [Q (K·K), R (K·M), v (K)].
 
@@ -573,15 +635,15 @@ def _hmm_closure(y, K, M, D, b, zeta, Q, R, Sigma):
 
 
 @theory_kernel(reassociate=True)
-def _hmm_densities(p, ws, r, sig, dr, dsig, v, rate):
+def _hmm_densities(sp, ws, r, sig, dr, dsig, v):
     """The density equations of docs/model.md §5.2 into ``dr`` (K, M, D), ``dsig`` (K, K, D).
 
     Given B, γ (``ws.Bmat``, ``ws.gamma``, see :func:`_hmm_bracket`), ``ws.noise`` (K, K) =
-    η² v_k v_l (𝓘4 + σ²J2), ``rate`` = η/δ and the tables d(ρ), bρ, ζρ + b²ρ²/δ of ``p``.
+    η² v_k v_l (𝓘4 + σ²J2), and the spectrum ``sp``'s rate and tables d(ρ), bρ, ζρ + b²ρ²/δ.
     """
     K, M, D = r.shape
-    Yr, Bmat, gamma, acc_x, acc_y = p.Yr, ws.Bmat, ws.gamma, ws.acc_x, ws.acc_y
-    d_rho, b_rho, noise_rho = p.d_rho, p.b_rho, p.noise_rho
+    Yr, Bmat, gamma, acc_x, acc_y = sp.Yr, ws.Bmat, ws.gamma, ws.acc_x, ws.acc_y
+    d_rho, b_rho, noise_rho, rate = sp.d_rho, sp.b_rho, sp.noise_rho, sp.rate
     for k in range(K):
         vk = rate * v[k]
         for m in range(M):
@@ -621,32 +683,31 @@ def _hmm_densities(p, ws, r, sig, dr, dsig, v, rate):
 @theory_kernel(inline=True)
 def _hmm_bracket(p, ws, v):
     """The coefficients B (``ws.Bmat``) and γ (``ws.gamma``) of the bracket
-    𝓛_k[X, Y](ρ) = v_k {d(ρ) Σ_j B_kj X^j + bρ Σ_n γ_kn Y^n} (docs/model.md §5.2):
+    𝓛_k[X, Y](ρ) = v_k {d(ρ) Σ_j B_kj X^j + bρ Σ_n γ_kn Y^n} (docs/model.md §5.2), from the
+    I3 table ``ws.i3`` (I3(k, b, a) = ``ws.i3[k, b, a]``):
 
       B_kk = −Σ_{j≠k} v_j [Q^{jj}I3(k,k,j) − Q^{kj}I3(k,j,j)]/det_kj − v_k I3(k,k,k)/Q^{kk}
              + Σ_n A_n [T^{nn}I3(k,k,n) − R^{kn}I3(k,n,n)]/det_kn,
       B_kj = −v_j [Q^{kk}I3(k,j,j) − Q^{kj}I3(k,k,j)]/det_kj  (j ≠ k),
       γ_kn = A_n [Q^{kk}I3(k,n,n) − R^{kn}I3(k,k,n)]/det_kn.
     """
-    K, M, C, T, A, g = p.K, p.M, ws.C, p.T, p.A, p.g
-    Q = C[:K, :K]
-    R = C[:K, K:]
+    K, M, C, T, A, i3 = p.K, p.M, ws.C, p.T, p.A, ws.i3
     for k in range(K):
-        diag = -v[k] * i3_at(C, k, k, k, g) / Q[k, k]
+        qkk = C[k, k]
+        diag = -v[k] * i3[k, k, k] / qkk
         for j in range(K):
             if j == k:
                 continue
-            det = Q[k, k] * Q[j, j] - Q[k, j] * Q[k, j]
-            diag -= v[j] * (Q[j, j] * i3_at(C, k, k, j, g) - Q[k, j] * i3_at(C, k, j, j, g)) / det
-            ws.Bmat[k, j] = -v[j] * (Q[k, k] * i3_at(C, k, j, j, g)
-                                    - Q[k, j] * i3_at(C, k, k, j, g)) / det
+            qkj = C[k, j]
+            det = qkk * C[j, j] - qkj * qkj
+            diag -= v[j] * (C[j, j] * i3[k, k, j] - qkj * i3[k, j, j]) / det
+            ws.Bmat[k, j] = -v[j] * (qkk * i3[k, j, j] - qkj * i3[k, k, j]) / det
         for n in range(M):
             tn = K + n
-            det = Q[k, k] * T[n, n] - R[k, n] * R[k, n]
-            diag += A[n] * (T[n, n] * i3_at(C, k, k, tn, g)
-                            - R[k, n] * i3_at(C, k, tn, tn, g)) / det
-            ws.gamma[k, n] = A[n] * (Q[k, k] * i3_at(C, k, tn, tn, g)
-                                    - R[k, n] * i3_at(C, k, k, tn, g)) / det
+            rkn = C[k, tn]
+            det = qkk * T[n, n] - rkn * rkn
+            diag += A[n] * (T[n, n] * i3[k, k, tn] - rkn * i3[k, tn, tn]) / det
+            ws.gamma[k, n] = A[n] * (qkk * i3[k, tn, tn] - rkn * i3[k, k, tn]) / det
         ws.Bmat[k, k] = diag
 
 
@@ -670,7 +731,18 @@ def _moments_closure(y, K, M, N, rhos, delta, Q, R):
 
 
 @theory_kernel(inline=True)
-def _spectral_rhs(y, dy, p, ws):
+def _spectral_closure(p, sp, ws, y):
+    """The model's closure into the top-left K × K and K × M blocks of ``ws.C`` (and ⟨σ⟩ into
+    ``ws.Sigma`` for the HMM)."""
+    K, M, D, C = p.K, p.M, p.D, ws.C
+    if p.model == MOMENTS:
+        _moments_closure(y, K, M, D, sp.rhos, sp.delta, C[:K, :K], C[:K, K:])
+    else:
+        _hmm_closure(y, K, M, D, sp.b, sp.zeta, C[:K, :K], C[:K, K:], ws.Sigma)
+
+
+@theory_kernel()
+def _spectral_rhs(y, dy, p, sp, ws):
     """The HMM ODE (docs/model.md §5.2) on y = [r (K·M·D), σ (K·K·D), W (K·K), v (K)], or the
     Gaussian-equivalent ODE (§10.5) on y = [r (K·M·N), q (K·K·N), v (K)]: one density equation
     on the model's tables and rate, the model's closure, and W's equation for the HMM only.
@@ -680,10 +752,7 @@ def _spectral_rhs(y, dy, p, ws):
     K, M, D, C, lr = p.K, p.M, p.D, ws.C, p.lr
     KMD = K * M * D
     KKD = K * K * D
-    if p.model == MOMENTS:
-        _moments_closure(y, K, M, D, p.rhos, p.delta, C[:K, :K], C[:K, K:])
-    else:
-        _hmm_closure(y, K, M, D, p.b, p.zeta, C[:K, :K], C[:K, K:], ws.Sigma)
+    _spectral_closure(p, sp, ws, y)
     for n in range(M):
         for k in range(K):
             C[K + n, k] = C[k, K + n]
@@ -698,54 +767,73 @@ def _spectral_rhs(y, dy, p, ws):
     for k in range(K):
         for l in range(K):
             noise[k, l] = lr * lr * v[k] * v[l] * (i4sum[k, l] + j2[k, l])
-    _hmm_densities(p, ws, y[:KMD].reshape((K, M, D)), y[KMD:KMD + KKD].reshape((K, K, D)),
-                   dy[:KMD].reshape((K, M, D)), dy[KMD:KMD + KKD].reshape((K, K, D)), v,
-                   p.rate)
+    _hmm_densities(sp, ws, y[:KMD].reshape((K, M, D)), y[KMD:KMD + KKD].reshape((K, K, D)),
+                   dy[:KMD].reshape((K, M, D)), dy[KMD:KMD + KKD].reshape((K, K, D)), v)
     dv = dy[dy.shape[0] - K:]
+    c_f = sp.c_f
     for k in range(K):
         if p.model == HMM:
             for l in range(K):
                 dy[KMD + KKD + k * K + l] = (
                     lr * (v[k] * drift[k, l] + v[l] * drift[l, k])
-                    + lr * lr * p.c_f * v[k] * v[l] * (i4sum[k, l] + j2[k, l]))
+                    + lr * lr * c_f * v[k] * v[l] * (i4sum[k, l] + j2[k, l]))
         dv[k] = lr * ws.i2u[k] if p.train_v else 0.0
     return _all_finite(dy)
 
 
-@theory_kernel()
-def _rhs(y, dy, p, ws):
-    """dy = F(y) for the model ``p.model``; False when the state is unusable.
-
-    Compiled once, with the model's right-hand side and the field integrals inlined into it
-    (see the module's notes); both integrators call it."""
-    if p.model == SCM:
+@theory_kernel(inline=True)
+def _rhs(y, dy, p, sp, ws):
+    """dy = F(y) for the model of ``p`` and its spectrum ``sp`` (None: Saad–Solla); False when
+    the state is unusable. ``sp is None`` is decided when a kernel is compiled (see
+    :class:`OdeParameters`): a kernel holds one model family's right-hand side, inlined into
+    its integrator."""
+    if sp is None:
         return _scm_rhs(y, dy, p, ws)
-    return _spectral_rhs(y, dy, p, ws)
+    return _spectral_rhs(y, dy, p, sp, ws)
+
+
+@theory_kernel(inline=True)
+def _observe(p, sp, ws, y, out):
+    """out = [Q (K·K), R (K·M), v (K), W (K·K), Σ (K·K)], all linear in the state y; False when
+    Q, R or v is non-finite. W and Σ are NaN for SCM and MOMENTS. Uses ``ws.C`` as scratch.
+    Decided by the type of ``sp`` like :func:`_rhs`."""
+    if sp is None:
+        return _observe_scm(p, y, out)
+    return _observe_spectral(p, sp, ws, y, out)
 
 
 @theory_kernel()
-def _observe(p, y, out):
-    """out = [Q (K·K), R (K·M), v (K), W (K·K), Σ (K·K)], all linear in the state y; False when
-    Q, R or v is non-finite. W and Σ are NaN for SCM and MOMENTS."""
-    K, M = p.K, p.M
+def _observe_scm(p, y, out):
+    """:func:`_observe` for the Saad–Solla state (y holds Q, R and v)."""
+    n_obs = p.K * p.K + p.K * p.M + p.K
+    for i in range(n_obs, out.shape[0]):
+        out[i] = math.nan
+    _copy(out[:n_obs], y)
+    return _all_finite(out[:n_obs])
+
+
+@theory_kernel()
+def _observe_spectral(p, sp, ws, y, out):
+    """:func:`_observe` for the HMM and Gaussian-equivalent states (their closures)."""
+    K, M, C = p.K, p.M, ws.C
     KK, KM = K * K, K * M
-    Q = out[:KK].reshape((K, K))
-    R = out[KK:KK + KM].reshape((K, M))
-    W = out[KK + KM + K:2 * KK + KM + K].reshape((K, K))
-    Sigma = out[2 * KK + KM + K:].reshape((K, K))
-    if p.model != HMM:
-        W[:, :] = math.nan
-        Sigma[:, :] = math.nan
-    if p.model == SCM:
-        _copy(out[:KK + KM + K], y)
-    elif p.model == MOMENTS:
-        _moments_closure(y, K, M, p.D, p.rhos, p.delta, Q, R)
-        _copy(out[KK + KM:KK + KM + K], y[K * M * p.D + K * K * p.D:])
-    else:
-        _hmm_closure(y, K, M, p.D, p.b, p.zeta, Q, R, Sigma)
-        start = K * M * p.D + K * K * p.D
+    _spectral_closure(p, sp, ws, y)
+    for k in range(K):
+        for l in range(K):
+            out[k * K + l] = C[k, l]
+        for n in range(M):
+            out[KK + k * M + n] = C[k, K + n]
+    start = K * M * p.D + K * K * p.D
+    if p.model == HMM:
         _copy(out[KK + KM + K:2 * KK + KM + K], y[start:start + KK])      # W
+        for k in range(K):
+            for l in range(K):
+                out[2 * KK + KM + K + k * K + l] = ws.Sigma[k, l]             # Σ
         _copy(out[KK + KM:KK + KM + K], y[start + KK:])                   # v
+    else:
+        for i in range(KK + KM + K, out.shape[0]):
+            out[i] = math.nan
+        _copy(out[KK + KM:KK + KM + K], y[start:])                        # v
     return _all_finite(out[:KK + KM + K])
 
 
@@ -759,33 +847,56 @@ def _copy(dst, src):
 
 # ====================================================================== the integrators
 @theory_kernel()
-def _integrate(p, grid, y0, out):
-    """Integrate from y0 and fill ``out`` (n_eval, n_obs) at ``grid.t``; rows not reached stay
-    NaN (docs/model.md §5.5).
+def _integrate_euler(p, sp, grid, y0, out):
+    """Explicit Euler from y0 into ``out`` (n_eval, n_obs) at ``grid.t`` (:func:`_euler`) for
+    the parameters ``p`` and spectrum ``sp`` (None for SCM); rows not reached stay NaN
+    (docs/model.md §5.5).
 
     Returns
     -------
     float
         The failure time, or −1.0 when every row was filled.
     """
-    n_eval = grid.t.shape[0]
-    ws = ode_workspace(p.K, p.M, p.D)
-    y = y0.copy()
-    obs = np.empty(out.shape[1])
-    out[:, :] = 0.0
-    done = np.zeros(n_eval, dtype=np.bool_)
-    if grid.method == EULER:
-        failed_at = _euler(p, grid, ws, y, obs, out, done)
-    else:
-        failed_at = _rk4(p, grid, ws, y, obs, out, done)
-    for i in range(n_eval):
-        if not done[i]:
-            out[i, :] = math.nan
+    ws, y, obs, done = _start(p, y0, out)
+    failed_at = _euler(p, sp, grid, ws, y, obs, out, done)
+    _finish(out, done)
     return failed_at
 
 
+@theory_kernel()
+def _integrate_rk4(p, sp, grid, y0, out):
+    """Classical RK4 from y0 into ``out`` at ``grid.t`` (:func:`_rk4`); as
+    :func:`_integrate_euler` otherwise."""
+    ws, y, obs, done = _start(p, y0, out)
+    failed_at = _rk4(p, sp, grid, ws, y, obs, out, done)
+    _finish(out, done)
+    return failed_at
+
+
+#: The integrator kernel of each method code. Each compiles, on first use, for the types of its
+#: arguments: one kernel per model family (spectrum None or not) and activation family (relu or
+#: not), with the right-hand side inlined once.
+_INTEGRATORS = {EULER: _integrate_euler, RK4: _integrate_rk4}
+
+
 @theory_kernel(inline=True)
-def _euler(p, grid, ws, y, obs, out, done):
+def _start(p, y0, out):
+    """The workspace, the state, an output row and the rows' done flags; ``out`` zeroed."""
+    ws = ode_workspace(p.K, p.M, p.D)
+    out[:, :] = 0.0
+    return ws, y0.copy(), np.empty(out.shape[1]), np.zeros(out.shape[0], dtype=np.bool_)
+
+
+@theory_kernel(inline=True)
+def _finish(out, done):
+    """Rows not reached become NaN."""
+    for i in range(out.shape[0]):
+        if not done[i]:
+            out[i, :] = math.nan
+
+
+@theory_kernel(inline=True)
+def _euler(p, sp, grid, ws, y, obs, out, done):
     """Explicit Euler, y_{n+1} = y_n + dt·F(y_n), from y (overwritten).
 
     The row at t = n·dt is the n-th iterate; a t off the grid is (1 − θ)·y_lo + θ·y_{lo+1}
@@ -801,7 +912,7 @@ def _euler(p, grid, ws, y, obs, out, done):
     first = 0
     for n in range(n_max + 1):
         if first < n_eval and lo[first] <= n:
-            if not _observe(p, y, obs):
+            if not _observe(p, sp, ws, y, obs):
                 return n * dt
             for i in range(first, n_eval):
                 if lo[i] > n:
@@ -817,7 +928,7 @@ def _euler(p, grid, ws, y, obs, out, done):
                 first += 1
         if n == n_max:
             break
-        if not _rhs(y, dy, p, ws):
+        if not _rhs(y, dy, p, sp, ws):
             return n * dt
         for q in range(y.shape[0]):
             y[q] += dt * dy[q]
@@ -825,44 +936,37 @@ def _euler(p, grid, ws, y, obs, out, done):
 
 
 @theory_kernel(inline=True)
-def _rk4(p, grid, ws, y, obs, out, done):
+def _rk4(p, sp, grid, ws, y, obs, out, done):
     """Classical RK4 steps of dt from y (overwritten), the last step before each output time
     shortened to land on it. Sets ``out`` and ``done`` for the rows filled; returns the failure
-    time or −1.0.
+    time or −1.0. The four stages share one call of the right-hand side (inlined once).
 
     With ``grid.stability`` > 0 each step h is also at most stability / (2 s b), s =
     ``p.stiffness`` and b = max_k Σ_j |v_k B_kj| at the step's start (the bracket of its first
     evaluation): 2 s b bounds the rate of the stiffest density mode (docs/model.md §10.5).
     """
-    dt = grid.dt
-    k1 = np.empty_like(y)
-    k2 = np.empty_like(y)
-    k3 = np.empty_like(y)
-    k4 = np.empty_like(y)
-    stage = np.empty_like(y)
+    dt, n = grid.dt, y.shape[0]
+    slopes = np.empty((4, n))
+    stage = np.empty(n)
     t = 0.0
     for i in range(grid.t.shape[0]):
         target = grid.t[i]
         while target - t > GRID_TOLERANCE * dt:
-            ok = _rhs(y, k1, p, ws)
             h = min(dt, target - t)
-            if grid.stability > 0.0:
-                h = min(h, grid.stability / (2.0 * p.stiffness * _bracket_norm(ws, y, p)))
-            if ok:
-                _axpy(stage, y, 0.5 * h, k1)
-                ok = _rhs(stage, k2, p, ws)
-            if ok:
-                _axpy(stage, y, 0.5 * h, k2)
-                ok = _rhs(stage, k3, p, ws)
-            if ok:
-                _axpy(stage, y, h, k3)
-                ok = _rhs(stage, k4, p, ws)
-            if not ok:
-                return t
-            for q in range(y.shape[0]):
-                y[q] += h / 6.0 * (k1[q] + 2.0 * k2[q] + 2.0 * k3[q] + k4[q])
+            for s in range(4):
+                if s == 0:
+                    _copy(stage, y)
+                else:
+                    _axpy(stage, y, h if s == 3 else 0.5 * h, slopes[s - 1])
+                if not _rhs(stage, slopes[s], p, sp, ws):
+                    return t
+                if s == 0 and grid.stability > 0.0:
+                    h = min(h, grid.stability / (2.0 * p.stiffness * _bracket_norm(ws, y, p)))
+            for q in range(n):
+                y[q] += h / 6.0 * (slopes[0, q] + 2.0 * slopes[1, q] + 2.0 * slopes[2, q]
+                                   + slopes[3, q])
             t = target if target - (t + h) <= GRID_TOLERANCE * dt else t + h
-        if not _observe(p, y, obs):
+        if not _observe(p, sp, ws, y, obs):
             return t
         _copy(out[i], obs)
         done[i] = True
@@ -950,11 +1054,12 @@ def _check_common(lr, dt, method, g, sigma) -> tuple[int, int]:
     return METHODS[method], ACTIVATION_CODES[g]
 
 
-def _solve(p: OdeParameters, grid: OdeGrid, y0: np.ndarray, method: str) -> Trajectory:
+def _solve(p: OdeParameters, spectrum: Spectrum | None, grid: OdeGrid, y0: np.ndarray,
+           method: str) -> Trajectory:
     """Integrate and unpack the kernel's output rows into a :class:`Trajectory`."""
     K, M, t = p.K, p.M, grid.t
     out = np.empty((t.shape[0], 3 * K * K + K * M + K))
-    failed_at = _integrate(p, grid, y0, out)
+    failed_at = _INTEGRATORS[grid.method](p, spectrum, grid, y0, out)
     if failed_at >= 0:
         out[t >= failed_at] = np.nan  # valid rows are exactly those before the failure
     KK, KM = K * K, K * M
@@ -1018,8 +1123,9 @@ def integrate_scm(Q0, R0, T, v0, A, *, lr: float, g: str = "erf",
     A = _matrix(A, (M,), "A")
     t = output_grid(dt, t_max, t_eval)
     y0 = np.concatenate([Q0.ravel(), R0.ravel(), v0])
-    p = ode_parameters(SCM, K, T, A, lr=lr, g=g_code, sigma=sigma, train_v=train_second_layer)
-    return _solve(p, ode_grid(method_code, dt, t), y0, method)
+    p, spectrum = ode_parameters(SCM, K, T, A, lr=lr, g=g_code, sigma=sigma,
+                                 train_v=train_second_layer)
+    return _solve(p, spectrum, ode_grid(method_code, dt, t), y0, method)
 
 
 def integrate_hmm(state: HmmInitialState, *, lr: float, delta: float, f: str = "sign",
@@ -1071,10 +1177,10 @@ def integrate_hmm(state: HmmInitialState, *, lr: float, delta: float, f: str = "
                          f"got {teacher_projection!r}")
     t = output_grid(dt, t_max, t_eval)
     y0 = np.concatenate([state.r.ravel(), state.sigma.ravel(), state.W.ravel(), state.v])
-    p = ode_parameters(HMM, K, state.T, state.A, lr=lr, g=g_code, sigma=sigma,
-                       train_v=train_second_layer, rhos=state.rhos, Yr=Yr, delta=delta, b=b,
-                       zeta=zeta, c_f=c_f)
-    return _solve(p, ode_grid(method_code, dt, t), y0, method)
+    p, spectrum = ode_parameters(HMM, K, state.T, state.A, lr=lr, g=g_code, sigma=sigma,
+                                 train_v=train_second_layer, rhos=state.rhos, Yr=Yr,
+                                 delta=delta, b=b, zeta=zeta, c_f=c_f)
+    return _solve(p, spectrum, ode_grid(method_code, dt, t), y0, method)
 
 
 def integrate_gaussian_equivalent(state: GaussianEquivalentState, *, lr: float, g: str = "erf",
@@ -1114,8 +1220,8 @@ def integrate_gaussian_equivalent(state: GaussianEquivalentState, *, lr: float, 
         raise TypeError(f"state must be a GaussianEquivalentState, got {type(state).__name__}")
     t = output_grid(dt, t_max, t_eval)
     y0 = np.concatenate([state.r.ravel(), state.q.ravel(), state.v])
-    p = ode_parameters(MOMENTS, state.K, state.T, state.A, lr=lr, g=g_code, sigma=sigma,
-                       train_v=train_second_layer, rhos=state.rhos, Yr=state.t_tilde,
-                       delta=state.delta)
+    p, spectrum = ode_parameters(MOMENTS, state.K, state.T, state.A, lr=lr, g=g_code,
+                                 sigma=sigma, train_v=train_second_layer, rhos=state.rhos,
+                                 Yr=state.t_tilde, delta=state.delta)
     grid = ode_grid(method_code, dt, t, STABILITY if controlled else 0.0)
-    return _solve(p, grid, y0, method)
+    return _solve(p, spectrum, grid, y0, method)
