@@ -266,19 +266,16 @@ def _sample_latent(rng_latent, rng_labels, out, matched, means, cumulative_weigh
     # compiled (numba prunes `argument is None` by the argument's type): a law without one
     # never compiles standardize_latent.
     n, D = out.shape
-    if matched:
-        for s in range(n):
-            for r in range(D):
-                out[s, r] = rng_latent.standard_normal()
-        return
     m = means.shape[0]
     n_blocks = D // block_size
     c = np.empty(D)
     scratch = np.empty(m)
     for s in range(n):
-        for r in range(D):
+        for r in range(D):   # the one call site of the normals: LLVM inlines their sampler
             c[r] = rng_latent.standard_normal()
-        if m > 1:
+        if matched:
+            pass   # a matched law's latent is z itself (§10.2)
+        elif m > 1:
             for b in range(n_blocks):
                 u = rng_labels.random()
                 label = 0
