@@ -20,6 +20,7 @@ import pytest
 from fastsgd.sampling import (
     STANDARDIZE_CODES,
     draw_mixture,
+    fill_standard_normal,
     latent_law,
     mixture_moments,
     sample_latent,
@@ -336,6 +337,30 @@ def test_float32_output_is_float64_rounded_once():
         out64, _, _ = run_kernel(mix, standardize, N_EXACT)
         out32, _, _ = run_kernel(mix, standardize, N_EXACT, dtype=np.float32)
         np.testing.assert_array_equal(out32, out64.astype(np.float32))
+
+
+def test_fill_standard_normal_fills_any_shape_in_order_and_refuses_a_strided_array():
+    """One kernel for every shape: a (3, 4, 5) array holds the stream's first 60 normals in C
+    order, as a flat array would; a non-contiguous array would be filled through a copy, so it is
+    refused."""
+    flat = np.empty(60)
+    fill_standard_normal(np.random.default_rng(3), flat)
+    for shape in [(60,), (6, 10), (3, 4, 5)]:
+        out = np.empty(shape, dtype=np.float32 if len(shape) == 2 else np.float64)
+        fill_standard_normal(np.random.default_rng(3), out)
+        np.testing.assert_array_equal(out.ravel(), flat.astype(out.dtype))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fill_standard_normal(np.random.default_rng(3), np.empty((6, 10))[:, ::2])
+
+
+def test_a_law_without_standardization_says_so_in_its_type():
+    """none and matched laws carry standardization=None (the kernel then compiles without
+    standardize_latent); the others a Standardization with their code."""
+    mix = make_mixture(3, 1.0, 8)
+    assert latent_law(mix, "none").standardization is None
+    assert latent_law(mix, "whiten", matched=True).standardization is None
+    for name in ("sample", "population", "whiten"):
+        assert latent_law(mix, name).standardization.code == STANDARDIZE_CODES[name]
 
 
 # ----------------------------------------------------------------------------------------------
