@@ -487,7 +487,9 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 SINGLE_THREAD_ENV = WORKER_ENV
 #: allowed-failures = 1: a task whose worker dies twice is failed, not retried forever.
 #: worker-saturation = 1: a one-thread worker holds only the task it runs, so a worker's death
-#: counts against that task alone, never against one queued behind it.
+#: counts against that task alone, never against one queued behind it. Dask queues only a task
+#: group of more than twice as many tasks as worker threads: a sweep's tasks are one group
+#: (:func:`_submit_and_collect`), and a sweep of fewer tasks is handed to the workers at once.
 DASK_SETTINGS = {"distributed.scheduler.allowed-failures": 1,
                  "distributed.scheduler.worker-saturation": 1.0}
 #: A local cluster's nannies spawn their workers (Dask's default), never fork them: the sweep's
