@@ -198,6 +198,14 @@ DEFAULT_METHOD = "euler"
 #: (docs/model.md §10.5).
 MOMENTS_RK4_DT = 0.1
 STABILITY = 0.3
+#: RK4 at its default (Saad–Solla and HMM ODEs): steps chosen by step doubling so that each
+#: step's error is within RK4_TOLERANCE × (1 + |y|) in every component, at most RK4_MAX_DT
+#: (docs/model.md §5.5; bench/ode_accuracy.py and tests/test_ode.py measure the result against
+#: a fine fixed-step reference: within 1e-6 in ε_g).
+RK4_TOLERANCE = 2e-6
+RK4_MAX_DT = 4.0
+#: The first trial step of a controlled integration.
+CONTROLLED_FIRST_STEP = 0.01
 
 
 class Spectrum(NamedTuple):
@@ -276,7 +284,9 @@ class OdeGrid(NamedTuple):
     t : (n,) output times, sorted.
     lo, theta : (n,) t = (lo + θ)·dt with θ = 0 on the grid (Euler interpolates off it).
     stability : RK4 only: 0 for fixed steps of dt, else each step is at most
-        stability / (2 × stiffness × max_k Σ_j |v_k B_kj|) (see :func:`_rk4`).
+        stability / (2 × stiffness × max_k Σ_j |v_k B_kj|) (see :func:`_rk4_fixed`).
+    tolerance : RK4 only: 0, else steps of at most dt chosen by their error
+        (:func:`_rk4_controlled`).
     """
 
     method: int
@@ -285,6 +295,7 @@ class OdeGrid(NamedTuple):
     lo: np.ndarray
     theta: np.ndarray
     stability: float
+    tolerance: float
 
 
 class OdeWorkspace(NamedTuple):
@@ -395,12 +406,13 @@ def _grid_positions(t: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
     return lo, theta
 
 
-def ode_grid(method: int, dt: float, t: np.ndarray, stability: float = 0.0) -> OdeGrid:
-    """The one constructor of :class:`OdeGrid`: integrator code, step, output times and the
-    RK4 step's stability control (0: fixed steps)."""
+def ode_grid(method: int, dt: float, t: np.ndarray, stability: float = 0.0,
+             tolerance: float = 0.0) -> OdeGrid:
+    """The one constructor of :class:`OdeGrid`: integrator code, (largest) step, output times
+    and the RK4 step's stability or error control (0: fixed steps)."""
     lo, theta = _grid_positions(t, dt)
     return OdeGrid(method=int(method), dt=float(dt), t=t, lo=lo, theta=theta,
-                   stability=float(stability))
+                   stability=float(stability), tolerance=float(tolerance))
 
 
 @theory_kernel()
@@ -937,40 +949,120 @@ def _euler(p, sp, grid, ws, y, obs, out, done):
 
 @theory_kernel(inline=True)
 def _rk4(p, sp, grid, ws, y, obs, out, done):
-    """Classical RK4 steps of dt from y (overwritten), the last step before each output time
-    shortened to land on it. Sets ``out`` and ``done`` for the rows filled; returns the failure
-    time or −1.0. The four stages share one call of the right-hand side (inlined once).
+    """Classical RK4 from y (overwritten); sets ``out`` and ``done`` for the rows filled and
+    returns the failure time or −1.0. Fixed steps (:func:`_rk4_fixed`) or, with
+    ``grid.tolerance`` > 0, steps chosen by their error (:func:`_rk4_controlled`)."""
+    n = y.shape[0]
+    scratch = np.empty((9, n))
+    if grid.tolerance > 0.0:
+        return _rk4_controlled(p, sp, grid, ws, y, obs, out, done, scratch)
+    return _rk4_fixed(p, sp, grid, ws, y, obs, out, done, scratch)
+
+
+@theory_kernel(inline=True)
+def _rk4_step(p, sp, ws, y, k1, h, scratch, y_next):
+    """y_next = one classical RK4 step of h from y, given k1 = F(y); rows 1–4 of ``scratch``
+    are its stages. False when an evaluation failed."""
+    stage = scratch[4]
+    for s in range(1, 4):
+        _axpy(stage, y, h if s == 3 else 0.5 * h, k1 if s == 1 else scratch[s - 1])
+        if not _rhs(stage, scratch[s], p, sp, ws):
+            return False
+    for q in range(y.shape[0]):
+        y_next[q] = y[q] + h / 6.0 * (k1[q] + 2.0 * scratch[1, q] + 2.0 * scratch[2, q]
+                                      + scratch[3, q])
+    return True
+
+
+@theory_kernel(inline=True)
+def _rk4_fixed(p, sp, grid, ws, y, obs, out, done, scratch):
+    """Classical RK4 steps of dt, the last step before each output time shortened to land on it.
 
     With ``grid.stability`` > 0 each step h is also at most stability / (2 s b), s =
     ``p.stiffness`` and b = max_k Σ_j |v_k B_kj| at the step's start (the bracket of its first
     evaluation): 2 s b bounds the rate of the stiffest density mode (docs/model.md §10.5).
     """
-    dt, n = grid.dt, y.shape[0]
-    slopes = np.empty((4, n))
-    stage = np.empty(n)
+    dt = grid.dt
+    k1, y_next = scratch[5], scratch[6]
     t = 0.0
     for i in range(grid.t.shape[0]):
         target = grid.t[i]
         while target - t > GRID_TOLERANCE * dt:
             h = min(dt, target - t)
-            for s in range(4):
-                if s == 0:
-                    _copy(stage, y)
-                else:
-                    _axpy(stage, y, h if s == 3 else 0.5 * h, slopes[s - 1])
-                if not _rhs(stage, slopes[s], p, sp, ws):
-                    return t
-                if s == 0 and grid.stability > 0.0:
-                    h = min(h, grid.stability / (2.0 * p.stiffness * _bracket_norm(ws, y, p)))
-            for q in range(n):
-                y[q] += h / 6.0 * (slopes[0, q] + 2.0 * slopes[1, q] + 2.0 * slopes[2, q]
-                                   + slopes[3, q])
+            if not _rhs(y, k1, p, sp, ws):
+                return t
+            if grid.stability > 0.0:
+                h = min(h, grid.stability / (2.0 * p.stiffness * _bracket_norm(ws, y, p)))
+            if not _rk4_step(p, sp, ws, y, k1, h, scratch, y_next):
+                return t
+            _copy(y, y_next)
             t = target if target - (t + h) <= GRID_TOLERANCE * dt else t + h
         if not _observe(p, sp, ws, y, obs):
             return t
         _copy(out[i], obs)
         done[i] = True
     return -1.0
+
+
+@theory_kernel(inline=True)
+def _rk4_controlled(p, sp, grid, ws, y, obs, out, done, scratch):
+    """Classical RK4 with steps chosen by step doubling (docs/model.md §5.5): one step of h and
+    two of h/2 from the same state; their difference Δ / 15 estimates the error of the two half
+    steps. A step is accepted when every component q of it is within ``grid.tolerance`` ×
+    (1 + |y_q|), and then extrapolated (y = two half steps + Δ/15, Richardson: fifth order).
+
+    The next step is 0.9 (tolerance / error)^{1/5} times the last (between 1/5 and 4 times), at
+    most ``grid.dt``, and is shortened to land on each output time (a step shortened so keeps
+    the longer one for later). A rejected or failed trial is retried shorter; the integration
+    fails where F(y) itself fails, or where even a step of ``GRID_TOLERANCE`` × dt fails.
+    """
+    tol, h_max = grid.tolerance, grid.dt
+    k1, full, half, k1_half, half2 = scratch[5], scratch[6], scratch[7], scratch[0], scratch[8]
+    h = min(h_max, CONTROLLED_FIRST_STEP)
+    t = 0.0
+    for i in range(grid.t.shape[0]):
+        target = grid.t[i]
+        while target - t > GRID_TOLERANCE * h_max:
+            if not _rhs(y, k1, p, sp, ws):
+                return t
+            step = min(h, target - t)
+            error = _doubling_error(p, sp, ws, y, k1, step, scratch, full, half, k1_half,
+                                    half2, tol)
+            accepted = error <= 1.0
+            if accepted:
+                for q in range(y.shape[0]):
+                    y[q] = half2[q] + (half2[q] - full[q]) / 15.0
+                t = target if target - (t + step) <= GRID_TOLERANCE * h_max else t + step
+            elif step <= GRID_TOLERANCE * h_max:
+                return t
+            factor = 4.0 if error == 0.0 else min(4.0, max(0.2, 0.9 * error ** -0.2))
+            h = min(h_max, max(h, step * factor) if accepted and step < h else step * factor)
+        if not _observe(p, sp, ws, y, obs):
+            return t
+        _copy(out[i], obs)
+        done[i] = True
+    return -1.0
+
+
+@theory_kernel(inline=True)
+def _doubling_error(p, sp, ws, y, k1, step, scratch, full, half, k1_half, half2, tol):
+    """The step-doubling error of RK4 from y (k1 = F(y)): ``full`` one step of ``step``,
+    ``half2`` two of step/2, and max_q |half2 − full| / (15 tol (1 + |half2_q|)); inf when an
+    evaluation failed or a value is not finite."""
+    if not _rk4_step(p, sp, ws, y, k1, step, scratch, full):
+        return math.inf
+    if not _rk4_step(p, sp, ws, y, k1, 0.5 * step, scratch, half):
+        return math.inf
+    if not _rhs(half, k1_half, p, sp, ws):
+        return math.inf
+    if not _rk4_step(p, sp, ws, half, k1_half, 0.5 * step, scratch, half2):
+        return math.inf
+    error = 0.0
+    for q in range(y.shape[0]):
+        e = abs(half2[q] - full[q]) / (15.0 * tol * (1.0 + abs(half2[q])))
+        if not e <= error:          # also catches NaN
+            error = e if math.isfinite(e) else math.inf
+    return error
 
 
 @theory_kernel(inline=True)
@@ -1076,7 +1168,7 @@ def _solve(p: OdeParameters, spectrum: Spectrum | None, grid: OdeGrid, y0: np.nd
                       W=W if has_layers else None, Sigma=Sigma if has_layers else None,
                       status="failed" if failed_at >= 0 else "ok",
                       t_failed=float(failed_at) if failed_at >= 0 else math.nan,
-                      method=method, dt=grid.dt, step_control=grid.stability > 0.0)
+                      method=method, dt=grid.dt, step_control=grid.stability > 0.0 or grid.tolerance > 0.0)
 
 
 def _matrix(x, shape, name) -> np.ndarray:
@@ -1086,8 +1178,22 @@ def _matrix(x, shape, name) -> np.ndarray:
     return a
 
 
+def _checked_grid(method: str, dt: float | None, t_max, t_eval, lr, g, sigma
+                  ) -> tuple[int, OdeGrid]:
+    """The Saad–Solla and HMM ODEs' checked arguments: (activation code, grid). dt None is the
+    method's default: Euler DEFAULT_DT (the published semantics), RK4 steps of at most
+    RK4_MAX_DT chosen by their error (RK4_TOLERANCE); the output grid is rounded to multiples
+    of the given dt, or of DEFAULT_DT."""
+    controlled = dt is None and method == "rk4"
+    step = RK4_MAX_DT if controlled else DEFAULT_DT if dt is None else dt
+    method_code, g_code = _check_common(lr, step, method, g, sigma)
+    t = output_grid(DEFAULT_DT if dt is None else dt, t_max, t_eval)
+    return g_code, ode_grid(method_code, step, t,
+                            tolerance=RK4_TOLERANCE if controlled else 0.0)
+
+
 def integrate_scm(Q0, R0, T, v0, A, *, lr: float, g: str = "erf",
-                  train_second_layer: bool = False, dt: float = DEFAULT_DT,
+                  train_second_layer: bool = False, dt: float | None = None,
                   t_max: float | None = None, t_eval=None, method: str = DEFAULT_METHOD,
                   sigma: float = 0.0) -> Trajectory:
     """Saad–Solla ODE for i.i.d. Gaussian inputs (docs/model.md §5.1).
@@ -1104,14 +1210,16 @@ def integrate_scm(Q0, R0, T, v0, A, *, lr: float, g: str = "erf",
     g : activation, one of :data:`analysis.activations.ACTIVATIONS`.
     train_second_layer : whether v is trained.
     dt, t_max, t_eval, method : integrator and output grid (docs/model.md §5.5,
-        :func:`output_grid`); method is "euler" or "rk4".
+        :func:`output_grid`); method is "euler" or "rk4"; dt None is the method's default:
+        Euler DEFAULT_DT, RK4 error-controlled steps of at most RK4_MAX_DT
+        (:func:`_rk4_controlled`). An explicit dt is used as given (fixed steps).
     sigma : output-noise standard deviation.
 
     Returns
     -------
     Trajectory
     """
-    method_code, g_code = _check_common(lr, dt, method, g, sigma)
+    g_code, grid = _checked_grid(method, dt, t_max, t_eval, lr, g, sigma)
     Q0 = np.asarray(Q0, dtype=np.float64)
     K = Q0.shape[0]
     T = np.ascontiguousarray(T, dtype=np.float64)
@@ -1121,15 +1229,14 @@ def integrate_scm(Q0, R0, T, v0, A, *, lr: float, g: str = "erf",
     T = _matrix(T, (M, M), "T")
     v0 = _matrix(v0, (K,), "v0")
     A = _matrix(A, (M,), "A")
-    t = output_grid(dt, t_max, t_eval)
     y0 = np.concatenate([Q0.ravel(), R0.ravel(), v0])
     p, spectrum = ode_parameters(SCM, K, T, A, lr=lr, g=g_code, sigma=sigma,
                                  train_v=train_second_layer)
-    return _solve(p, spectrum, ode_grid(method_code, dt, t), y0, method)
+    return _solve(p, spectrum, grid, y0, method)
 
 
 def integrate_hmm(state: HmmInitialState, *, lr: float, delta: float, f: str = "sign",
-                  g: str = "erf", train_second_layer: bool = False, dt: float = DEFAULT_DT,
+                  g: str = "erf", train_second_layer: bool = False, dt: float | None = None,
                   t_max: float | None = None, t_eval=None, method: str = DEFAULT_METHOD,
                   sigma: float = 0.0, teacher_projection: str = "T_tilde") -> Trajectory:
     """Hidden-manifold ODE with one density per eigenvalue of FᵀF/N (docs/model.md §5.2).
@@ -1156,7 +1263,7 @@ def integrate_hmm(state: HmmInitialState, *, lr: float, delta: float, f: str = "
     Trajectory
         With W and Sigma.
     """
-    method_code, g_code = _check_common(lr, dt, method, g, sigma)
+    g_code, grid = _checked_grid(method, dt, t_max, t_eval, lr, g, sigma)
     if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta > 0):
         raise ValueError(f"delta must be a finite number > 0, got {delta!r}")
     a, b, c_f, zeta = folding_coefficients(f)
@@ -1175,12 +1282,11 @@ def integrate_hmm(state: HmmInitialState, *, lr: float, delta: float, f: str = "
     else:
         raise ValueError("teacher_projection must be 'T_tilde' or 'per_eigenvalue', "
                          f"got {teacher_projection!r}")
-    t = output_grid(dt, t_max, t_eval)
     y0 = np.concatenate([state.r.ravel(), state.sigma.ravel(), state.W.ravel(), state.v])
     p, spectrum = ode_parameters(HMM, K, state.T, state.A, lr=lr, g=g_code, sigma=sigma,
                                  train_v=train_second_layer, rhos=state.rhos, Yr=Yr,
                                  delta=delta, b=b, zeta=zeta, c_f=c_f)
-    return _solve(p, spectrum, ode_grid(method_code, dt, t), y0, method)
+    return _solve(p, spectrum, grid, y0, method)
 
 
 def integrate_gaussian_equivalent(state: GaussianEquivalentState, *, lr: float, g: str = "erf",

@@ -83,15 +83,16 @@ class TheoryCurves:
     reference: Run | None = None   # the reference run, when it is one
     theory: str = "hmm"            # the ODE's theory (THEORIES); "hmm" for a reference run
     moments_error: np.ndarray | None = None   # (S,) Monte Carlo error on ε_g (moments)
-    step_control: bool = False     # RK4 steps ≤ dt, capped by the state's stiffness (moments)
+    step_control: bool = False     # RK4 steps ≤ dt chosen by their error (capped by the
+    #                                state's stiffness for moments)
 
 
 def integrate_run(run, seed_positions=None, *, dt: float | None = None,
                   method: str = DEFAULT_METHOD, theory: str = "hmm") -> list[Trajectory]:
     """The ODE of each seed on the run's /t grid, with every dynamics option of the run's config
-    (lr, δ = D/N, f, g, train_second_layer, sigma): the HMM ODE from its /initial_state
-    (dt default DEFAULT_DT), or the moments theory (:func:`moments_odes`; dt default: the
-    method's own)."""
+    (lr, δ = D/N, f, g, train_second_layer, sigma): the HMM ODE from its /initial_state, or the
+    moments theory (:func:`moments_odes`); dt None is the method's own default (Euler
+    DEFAULT_DT, RK4 error-controlled steps)."""
     if theory == "moments":
         return moments_odes(run, seed_positions, dt=dt, method=method).trajectories
     _check_theory(theory)
@@ -100,7 +101,7 @@ def integrate_run(run, seed_positions=None, *, dt: float | None = None,
     positions = range(len(run.status)) if seed_positions is None else seed_positions
     return [integrate_hmm(run.initial_state(i), lr=cfg.lr, delta=cfg.D / cfg.N, f=cfg.f,
                           g=cfg.g, train_second_layer=cfg.train_second_layer,
-                          dt=DEFAULT_DT if dt is None else dt, t_eval=run.t, method=method,
+                          dt=dt, t_eval=run.t, method=method,
                           sigma=cfg.sigma)
             for i in positions]
 
