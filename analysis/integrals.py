@@ -26,7 +26,7 @@ from numba.extending import overload
 
 from analysis.activations import ACTIVATION_CODES, ACTIVATIONS, G_ERF, G_LINEAR, G_RELU
 from analysis.arcsine import arcsine
-from analysis.jit import theory_kernel
+from analysis.jit import THEORY_OPTIONS, theory_kernel
 from analysis.orthant import (NODES, WEIGHTS, clip_unit, gauss_legendre_unit, one_minus_square,
                               orthant_2, orthant_2_from_arcsine, orthant_3_from_arcsines,
                               orthant_4, partial_correlation_1, partial_correlation_2)
@@ -469,7 +469,7 @@ def relu_i4_sums_if(quadrature, C, K, u, out):
     raise NotImplementedError("relu_i4_sums_if is called from compiled code only")
 
 
-@overload(relu_i4_sums_if, jit_options={"error_model": "numpy", "nogil": True})
+@overload(relu_i4_sums_if, jit_options=THEORY_OPTIONS)
 def _relu_i4_sums_if(quadrature, C, K, u, out):
     if isinstance(quadrature, types.NoneType):
         return lambda quadrature, C, K, u, out: None

@@ -43,7 +43,8 @@ from typing import NamedTuple
 from numba import njit
 from numba.core import config
 
-__all__ = ["CACHE", "REASSOCIATE", "Cache", "choose_cache", "kernel", "theory_kernel"]
+__all__ = ["CACHE", "REASSOCIATE", "THEORY_OPTIONS", "Cache", "choose_cache", "kernel",
+           "theory_kernel"]
 
 #: The only fast-math flags used anywhere: reassociation and contraction (FMA).
 REASSOCIATE = frozenset({"reassoc", "contract"})
@@ -189,3 +190,8 @@ def kernel(*, inline: bool = False, reassociate: bool = False):
 def theory_kernel(*, inline: bool = False, reassociate: bool = False):
     """``@njit`` for the theory's kernels (integrals, orthants, ODEs): NumPy's error model."""
     return _njit(error_model="numpy", **_options(inline, reassociate))
+
+
+#: A theory kernel's options (neither inlined nor reassociated) as ``jit_options`` of
+#: ``numba.extending.overload``: an overload's implementation compiles like a theory kernel.
+THEORY_OPTIONS = {"error_model": "numpy", **_options(False, False)}

@@ -24,10 +24,12 @@ by numba (``inline=True``) is translated and typed again at each call site, whic
 cold start. So:
 
 - one integrator kernel per method (:func:`_integrate_euler`, :func:`_integrate_rk4`), each
-  compiled for the types of its arguments: the spectrum is None for SCM, and an
-  ``if spectrum is None`` on an argument is pruned before typing, so a kernel holds one model
-  family's right-hand side (:func:`_scm_rhs` or :func:`_spectral_rhs`, one compiled call per
-  evaluation) and never compiles the other;
+  compiled for the types of its arguments: the spectrum is None for SCM, and :func:`_rhs` and
+  :func:`_observe` are overloads decided by its type, so a kernel holds one model family's
+  right-hand side (:func:`_scm_rhs` or :func:`_spectral_rhs`, one compiled call per
+  evaluation) and never compiles the other (a numba ``if spectrum is None`` prunes only the
+  branch that None rules out, and an overload inlined with ``inline="always"`` was miscompiled
+  here);
 - inside a right-hand side, the per-evaluation kernels that take the tuples are inlined;
 - the erf I4 table forms all its arcsine arguments first and takes the arcsines in one loop
   that LLVM vectorises (:func:`analysis.arcsine.arcsine`; ``math.asin`` is a libm call);
@@ -42,6 +44,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from analysis.activations import (ACTIVATION_CODES, ACTIVATIONS, G_ERF, G_LINEAR, G_RELU,
                                   folding_coefficients)
@@ -49,7 +53,7 @@ from analysis.arcsine import arcsine
 from analysis.integrals import (FOUR_OVER_PI2, TWO_OVER_PI, erf_i3_lambda3, erf_i4_lambda0,
                                 erf_i4_lambda4, erf_i4_lambda_side, generalisation_error_kernel,
                                 i2_at, i3_at, j2_at, relu_i4_sums_if)
-from analysis.jit import theory_kernel
+from analysis.jit import THEORY_OPTIONS, theory_kernel
 from analysis.orthant import NODES, WEIGHTS
 
 __all__ = ["HmmInitialState", "GaussianEquivalentState", "Trajectory", "METHODS",
@@ -200,7 +204,7 @@ MOMENTS_RK4_DT = 0.1
 STABILITY = 0.3
 #: RK4 at its default (Saad–Solla and HMM ODEs): steps chosen by step doubling so that each
 #: step's error is within RK4_TOLERANCE × (1 + |y|) in every component, at most RK4_MAX_DT
-#: (docs/model.md §5.5; bench/ode_accuracy.py and tests/test_ode.py measure the result against
+#: (docs/model.md §5.5; bench/ode_table.py and tests/test_ode.py measure the result against
 #: a fine fixed-step reference: within 1e-6 in ε_g).
 RK4_TOLERANCE = 2e-6
 RK4_MAX_DT = 4.0
@@ -239,10 +243,9 @@ class OdeParameters(NamedTuple):
     """Everything constant during one integration; built by :func:`ode_parameters` only.
 
     The kernels take it with the model's :class:`Spectrum`, or None for SCM, as a separate
-    argument: its type decides when a kernel is compiled which right-hand side it holds (an
-    ``if spectrum is None`` on an argument is pruned by numba before typing), so a kernel
-    compiles one model family. Likewise ``relu_quadrature`` is None unless g = relu
-    (:func:`analysis.integrals.relu_i4_sums_if`).
+    argument: its type decides when a kernel is compiled which right-hand side it holds
+    (:func:`_rhs`), so a kernel compiles one model family. Likewise ``relu_quadrature`` is None
+    unless g = relu (:func:`analysis.integrals.relu_i4_sums_if`).
 
     Attributes
     ----------
@@ -589,8 +592,7 @@ def _all_finite(a):
 
 
 # ====================================================================== the right-hand sides
-@theory_kernel()
-def _scm_rhs(y, dy, p, ws):
+def _scm_rhs(y, dy, p, sp, ws):
     """Saad–Solla ODE (docs/model.md §5.1): dy = F(y) on y = [Q (K·K), R (K·M), v (K)].
 
     Returns False when C is non-finite. (Indexes y and dy directly: array views cost more than
@@ -753,7 +755,6 @@ def _spectral_closure(p, sp, ws, y):
         _hmm_closure(y, K, M, D, sp.b, sp.zeta, C[:K, :K], C[:K, K:], ws.Sigma)
 
 
-@theory_kernel()
 def _spectral_rhs(y, dy, p, sp, ws):
     """The HMM ODE (docs/model.md §5.2) on y = [r (K·M·D), σ (K·K·D), W (K·K), v (K)], or the
     Gaussian-equivalent ODE (§10.5) on y = [r (K·M·N), q (K·K·N), v (K)]: one density equation
@@ -793,29 +794,32 @@ def _spectral_rhs(y, dy, p, sp, ws):
     return _all_finite(dy)
 
 
-@theory_kernel(inline=True)
 def _rhs(y, dy, p, sp, ws):
     """dy = F(y) for the model of ``p`` and its spectrum ``sp`` (None: Saad–Solla); False when
-    the state is unusable. ``sp is None`` is decided when a kernel is compiled (see
-    :class:`OdeParameters`): a kernel holds one model family's right-hand side, inlined into
-    its integrator."""
-    if sp is None:
-        return _scm_rhs(y, dy, p, ws)
-    return _spectral_rhs(y, dy, p, sp, ws)
+    the state is unusable. Decided by the type of ``sp`` when a kernel is compiled (see
+    :class:`OdeParameters`): :func:`_scm_rhs` or :func:`_spectral_rhs`, one compiled call per
+    evaluation; a kernel never compiles the other. Compiled code only."""
+    raise NotImplementedError("_rhs is called from compiled code only")
 
 
-@theory_kernel(inline=True)
+@overload(_rhs, jit_options=THEORY_OPTIONS)
+def _rhs_for(y, dy, p, sp, ws):
+    return _scm_rhs if isinstance(sp, types.NoneType) else _spectral_rhs
+
+
 def _observe(p, sp, ws, y, out):
     """out = [Q (K·K), R (K·M), v (K), W (K·K), Σ (K·K)], all linear in the state y; False when
     Q, R or v is non-finite. W and Σ are NaN for SCM and MOMENTS. Uses ``ws.C`` as scratch.
-    Decided by the type of ``sp`` like :func:`_rhs`."""
-    if sp is None:
-        return _observe_scm(p, y, out)
-    return _observe_spectral(p, sp, ws, y, out)
+    Decided by the type of ``sp`` like :func:`_rhs`. Compiled code only."""
+    raise NotImplementedError("_observe is called from compiled code only")
 
 
-@theory_kernel()
-def _observe_scm(p, y, out):
+@overload(_observe, jit_options=THEORY_OPTIONS)
+def _observe_for(p, sp, ws, y, out):
+    return _observe_scm if isinstance(sp, types.NoneType) else _observe_spectral
+
+
+def _observe_scm(p, sp, ws, y, out):
     """:func:`_observe` for the Saad–Solla state (y holds Q, R and v)."""
     n_obs = p.K * p.K + p.K * p.M + p.K
     for i in range(n_obs, out.shape[0]):
@@ -824,7 +828,6 @@ def _observe_scm(p, y, out):
     return _all_finite(out[:n_obs])
 
 
-@theory_kernel()
 def _observe_spectral(p, sp, ws, y, out):
     """:func:`_observe` for the HMM and Gaussian-equivalent states (their closures)."""
     K, M, C = p.K, p.M, ws.C

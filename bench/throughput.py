@@ -157,30 +157,46 @@ def measure_limit(N: int, D: int, M: int, concurrent: int = 1, seconds: float = 
 
 
 # ----------------------------------------------------------------------------- the ODEs
-def hmm_ode_seconds(method: str = "euler", dt: float = 0.01, g: str = "erf") -> float:
-    """HMM ODE, D = 250 (N = 500), K = M = 2, sign/g, both layers, t = 1000."""
+def hmm_ode_seconds(method: str = "euler", dt: float | None = 0.01, g: str = "erf",
+                    clock=time.perf_counter) -> float:
+    """HMM ODE, D = 250 (N = 500), K = M = 2, sign/g, both layers, t = 1000; dt None is the
+    method's default."""
     from analysis.ode import integrate_hmm
     state = fastsgd.initial_state(fastsgd.SimConfig(N=500, D=250))
     kw = dict(lr=0.2, delta=0.5, train_second_layer=True, t_max=1000.0, method=method, dt=dt,
               g=g)
     integrate_hmm(state, **{**kw, "t_max": 1.0})  # load the compiled kernel
-    start = time.perf_counter()
+    start = clock()
     integrate_hmm(state, **kw)
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def scm_ode_seconds(g: str = "erf", method: str = "euler", dt: float = 0.01) -> float:
-    """Saad–Solla ODE, K = M = 2, t = 2000, from the shipped fixture's initial state (erf is
-    the published case; relu starts from the same state)."""
+def scm_start(K: int = 2):
+    """(Q0, R0, T, v0, A) of the Saad–Solla benchmarks: the shipped fixture's initial state for
+    K = M = 2 (the published case), else students and teachers of K i.i.d. Gaussian rows of
+    length 500 (Q = 0.1 WWᵀ/500, v = 1/2, A = 1; seed 1)."""
+    if K == 2:
+        ref = Path(__file__).resolve().parent.parent / "tests" / "data" / "ref" / \
+            "scm_erf_K2M2_lr0.2_Tidentity_ode_only"
+        ic = {name: np.loadtxt(ref / f"ic_{name}0.csv", delimiter=",") for name in "QRTvA"}
+        return ic["Q"], ic["R"], ic["T"], ic["v"], ic["A"]
+    rng = np.random.default_rng(1)
+    W, Wt = rng.standard_normal((K, 500)), rng.standard_normal((K, 500))
+    return (W @ W.T / 500 * 0.1, W @ Wt.T / 500 * np.sqrt(0.1), Wt @ Wt.T / 500,
+            np.full(K, 0.5), np.ones(K))
+
+
+def scm_ode_seconds(g: str = "erf", method: str = "euler", dt: float | None = 0.01,
+                    K: int = 2, clock=time.perf_counter) -> float:
+    """Saad–Solla ODE, K = M, t = 2000, from :func:`scm_start` (erf is the published case;
+    relu starts from the same state); dt None is the method's default."""
     from analysis.ode import integrate_scm
-    ref = Path(__file__).resolve().parent.parent / "tests" / "data" / "ref" / \
-        "scm_erf_K2M2_lr0.2_Tidentity_ode_only"
-    ic = {name: np.loadtxt(ref / f"ic_{name}0.csv", delimiter=",") for name in "QRTvA"}
+    start_state = scm_start(K)
     kw = dict(lr=0.2, g=g, method=method, dt=dt)
-    integrate_scm(ic["Q"], ic["R"], ic["T"], ic["v"], ic["A"], t_max=1.0, **kw)
-    start = time.perf_counter()
-    integrate_scm(ic["Q"], ic["R"], ic["T"], ic["v"], ic["A"], t_max=2000.0, **kw)
-    return time.perf_counter() - start
+    integrate_scm(*start_state, t_max=1.0, **kw)
+    start = clock()
+    integrate_scm(*start_state, t_max=2000.0, **kw)
+    return clock() - start
 
 
 def moments_ode_seconds(N: int = 1000, D: int = 500, t_max: float = 100.0,
