@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import shutil
@@ -442,6 +443,46 @@ def test_records_are_not_flushed_one_by_one(tmp_path, monkeypatch):
     writer.close()
     assert len(flushes) <= 3
     assert fastsgd.load(tmp_path / "w.h5").n_records[0] == len(steps)
+
+
+def test_records_keep_their_values_when_the_caller_changes_its_arrays(tmp_path):
+    """Records are written at the next flush: the writer keeps copies, so a live array the
+    caller passes (the weights v) and changes afterwards is recorded as it was."""
+    cfg = SimConfig(**{**SMALL, "records": 5})
+    steps = record_steps(cfg.steps, cfg.records)
+    writer = RunWriter(tmp_path / "w.h5", cfg, steps, 256, "", overwrite=False)
+    v = np.zeros(cfg.K)
+    for row in range(3):
+        v[:] = row + 1.0
+        writer.write_record(0, row, {"v": v, "eg": float(row)})
+    v[:] = -1.0
+    writer.close()
+    run = fastsgd.load(tmp_path / "w.h5")
+    np.testing.assert_array_equal(run.v[0, :3], [[1.0] * cfg.K, [2.0] * cfg.K, [3.0] * cfg.K])
+    np.testing.assert_array_equal(run.eg[0, :3], [0.0, 1.0, 2.0])
+    assert run.n_records[0] == 3
+
+
+def test_a_write_that_fails_in_the_flusher_is_raised_in_the_run(tmp_path, monkeypatch):
+    """The background flush writes the kept records; if that fails (a full disk), the next
+    record, status or close raises it instead of the run ending as if it had succeeded."""
+    cfg = SimConfig(**{**SMALL, "records": 5})
+    steps = record_steps(cfg.steps, cfg.records)
+    writer = RunWriter(tmp_path / "w.h5", cfg, steps, 256, "", overwrite=False)
+
+    def full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RunWriter, "_write_pending", full)
+    writer.write_record(0, 0, {"eg": 0.5})
+    deadline = time.monotonic() + FLUSH_SECONDS + 5.0
+    while writer._failure is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(OSError, match="No space"):
+        writer.write_record(0, 1, {"eg": 0.4})
+    monkeypatch.undo()
+    with pytest.raises(OSError, match="No space"):
+        writer.close()
 
 
 # --------------------------------------------------------------------------------------------
