@@ -1171,7 +1171,8 @@ def _solve(p: OdeParameters, spectrum: Spectrum | None, grid: OdeGrid, y0: np.nd
                       W=W if has_layers else None, Sigma=Sigma if has_layers else None,
                       status="failed" if failed_at >= 0 else "ok",
                       t_failed=float(failed_at) if failed_at >= 0 else math.nan,
-                      method=method, dt=grid.dt, step_control=grid.stability > 0.0 or grid.tolerance > 0.0)
+                      method=method, dt=grid.dt,
+                      step_control=grid.stability > 0.0 or grid.tolerance > 0.0)
 
 
 def _matrix(x, shape, name) -> np.ndarray:

@@ -41,22 +41,25 @@ def _cases():
     }
 
 
-def rk4_default_error() -> dict[str, float]:
-    """max |Δε_g| of RK4 at its default against fixed RK4 steps of 0.05 (150 log-spaced times)."""
+def _rk4(name: str, t: np.ndarray, dt: float | None):
+    """The RK4 trajectory of the case ``name`` on the times t (dt None: the default)."""
     import fastsgd
     from analysis.ode import integrate_hmm, integrate_scm
+    if name.startswith("HMM"):
+        state = fastsgd.initial_state(fastsgd.SimConfig(N=500, D=250))
+        return integrate_hmm(state, lr=0.2, delta=0.5, train_second_layer=True, t_eval=t,
+                             method="rk4", dt=dt)
+    start = tp.scm_start(4 if "K=M=4" in name else 2)
+    return integrate_scm(*start, lr=0.2, t_eval=t, method="rk4", dt=dt)
+
+
+def rk4_default_error() -> dict[str, float]:
+    """max |Δε_g| of RK4 at its default against fixed RK4 steps of 0.05 (150 log-spaced times)."""
     errors = {}
-    state = fastsgd.initial_state(fastsgd.SimConfig(N=500, D=250))
     for name, t_max in (("HMM D=250 t=1000", 1000.0), ("SCM K=M=2 t=2000", 2000.0),
                         ("SCM K=M=4 t=2000", 2000.0)):
         t = np.unique(np.r_[0.0, np.rint(np.geomspace(0.1, t_max, 150) / 0.05) * 0.05])
-        if name.startswith("HMM"):
-            run = lambda **kw: integrate_hmm(state, lr=0.2, delta=0.5, train_second_layer=True,  # noqa: E731
-                                             t_eval=t, method="rk4", **kw)
-        else:
-            start = tp.scm_start(4 if "K=M=4" in name else 2)
-            run = lambda **kw: integrate_scm(*start, lr=0.2, t_eval=t, method="rk4", **kw)  # noqa: E731,B023
-        errors[name] = float(np.nanmax(np.abs(run().eg - run(dt=0.05).eg)))
+        errors[name] = float(np.nanmax(np.abs(_rk4(name, t, None).eg - _rk4(name, t, 0.05).eg)))
     return errors
 
 
