@@ -596,7 +596,10 @@ def load(path: str | os.PathLike) -> Run:
     except OSError as exc:
         raise RunFileError(f"{path}: not a readable HDF5 file ({exc})") from None
     with fh:
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in fh.attrs.items()}
+        try:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in fh.attrs.items()}
+        except OSError as exc:   # e.g. read while another process flushes it
+            raise RunFileError(f"{path}: damaged or truncated fastsgd run file ({exc})") from None
         if attrs.get("creator") != CREATOR:
             raise RunFileError(f"{path}: not a fastsgd run file (no creator='fastsgd' attribute)")
         version = attrs.get("format_version")

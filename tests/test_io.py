@@ -445,6 +445,17 @@ def test_records_are_not_flushed_one_by_one(tmp_path, monkeypatch):
     assert fastsgd.load(tmp_path / "w.h5").n_records[0] == len(steps)
 
 
+def test_an_attribute_unreadable_mid_flush_is_a_run_file_error(small_run, monkeypatch):
+    """Read while another process flushes it, a file's attributes can fail to read (HDF5: "len
+    not positive after adjustment for EOA"): load says RunFileError, as for a truncated file."""
+    def unreadable(self):
+        raise OSError("Can't synchronously read data (len not positive after adjustment for EOA)")
+
+    monkeypatch.setattr(h5py.AttributeManager, "items", unreadable)
+    with pytest.raises(RunFileError, match="damaged or truncated"):
+        fastsgd.load(small_run.path)
+
+
 def test_records_keep_their_values_when_the_caller_changes_its_arrays(tmp_path):
     """Records are written at the next flush: the writer keeps copies, so a live array the
     caller passes (the weights v) and changes afterwards is recorded as it was."""
