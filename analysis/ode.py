@@ -33,8 +33,8 @@ cold start. So:
 - inside a right-hand side, the per-evaluation kernels that take the tuples are inlined;
 - the erf I4 table forms all its arcsine arguments first and takes the arcsines in one loop
   that LLVM vectorises (:func:`analysis.arcsine.arcsine`; ``math.asin`` is a libm call);
-- the kernels with reassociated loops (:func:`_hmm_closure`, :func:`_hmm_densities`) are never
-  inlined: their flags must not reach, or be lost in, a caller.
+- the kernels with reassociated loops (:func:`_hmm_closure`, :func:`_hmm_densities`,
+  :func:`_all_finite`) are never inlined: their flags must not reach, or be lost in, a caller.
 """
 
 from __future__ import annotations
@@ -582,13 +582,16 @@ def _covariance_ok(C, K, M, check_determinants):
     return True
 
 
-@theory_kernel(inline=True)
+@theory_kernel(reassociate=True)
 def _all_finite(a):
-    """Whether every entry of the 1-D array ``a`` is finite."""
+    """Whether every entry of the 1-D array ``a`` is finite: Σ (a_i − a_i) is 0, or NaN if any
+    a_i is NaN or ±inf. A sum LLVM may reassociate (vectorise), where a test and a branch per
+    entry could not be (the HMM Euler step went 5.9 → 4.7 µs); no flag that assumes finite
+    values is set, so a_i − a_i is never folded to 0."""
+    acc = 0.0
     for i in range(a.shape[0]):
-        if not math.isfinite(a[i]):
-            return False
-    return True
+        acc += a[i] - a[i]
+    return acc == 0.0
 
 
 # ====================================================================== the right-hand sides

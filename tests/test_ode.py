@@ -360,6 +360,22 @@ def test_default_output_grid():
             output_grid(0.01, None, bad)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_the_finiteness_check_finds_one_bad_entry_anywhere(bad):
+    """The ODE's check of each right-hand side (a sum of a_i − a_i, vectorised): one NaN or
+    ±inf among 2001 entries at any position is found; huge finite values are finite."""
+    from numba import njit
+
+    from analysis.ode import _all_finite
+    check = njit(lambda a: _all_finite(a))
+    values = np.random.default_rng(5).standard_normal(2001) * 1e300
+    assert check(values) and check(values[:0])
+    for position in (0, 1, 999, 1777, 2000):
+        spoiled = values.copy()
+        spoiled[position] = bad
+        assert not check(spoiled)
+
+
 def test_failure_sets_status_and_nan_rows():
     rng = np.random.default_rng(4)
     state = random_state(rng, K=2, M=2, D=20)
