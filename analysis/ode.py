@@ -317,7 +317,6 @@ class OdeWorkspace(NamedTuple):
     u, side : (K + M,) u = (−v, A) and a per-field factor.
     i4_arg, i4_weight : (K(K+1)/2 · n(n+1)/2,) with n = K + M: the erf I4 table's arcsine
         arguments (then values) and weights, one entry per (k ≤ l, a ≤ b).
-    acc_x, acc_y : (D,) accumulators of the density equations.
     """
 
     C: np.ndarray
@@ -334,8 +333,6 @@ class OdeWorkspace(NamedTuple):
     side: np.ndarray
     i4_arg: np.ndarray
     i4_weight: np.ndarray
-    acc_x: np.ndarray
-    acc_y: np.ndarray
 
 
 @theory_kernel()
@@ -419,15 +416,14 @@ def ode_grid(method: int, dt: float, t: np.ndarray, stability: float = 0.0,
 
 
 @theory_kernel()
-def ode_workspace(K, M, D):
-    """The one constructor of :class:`OdeWorkspace` for K students, M teachers, D eigenvalues."""
+def ode_workspace(K, M):
+    """The one constructor of :class:`OdeWorkspace` for K students and M teachers."""
     n = K + M
     table = K * (K + 1) // 2 * (n * (n + 1) // 2)
     return OdeWorkspace(np.empty((n, n)), np.empty((K, n, n)), np.empty((K, n)),
                         np.empty((K, K)), np.empty((K, K)), np.empty(K), np.empty((K, K)),
                         np.empty((K, M)), np.empty((K, K)), np.empty((K, K)), np.empty(n),
-                        np.empty(n), np.empty(table), np.empty(table), np.empty(D),
-                        np.empty(D))
+                        np.empty(n), np.empty(table), np.empty(table))
 
 
 # ====================================================================== the field integrals
@@ -657,44 +653,44 @@ def _hmm_densities(sp, ws, r, sig, dr, dsig, v):
 
     Given B, γ (``ws.Bmat``, ``ws.gamma``, see :func:`_hmm_bracket`), ``ws.noise`` (K, K) =
     η² v_k v_l (𝓘4 + σ²J2), and the spectrum ``sp``'s rate and tables d(ρ), bρ, ζρ + b²ρ²/δ.
+    Each output row is accumulated in place, one pass per term (d(ρ) and bρ applied in the
+    pass), with no scratch rows to clear and combine.
     """
     K, M, D = r.shape
-    Yr, Bmat, gamma, acc_x, acc_y = sp.Yr, ws.Bmat, ws.gamma, ws.acc_x, ws.acc_y
+    Yr, Bmat, gamma = sp.Yr, ws.Bmat, ws.gamma
     d_rho, b_rho, noise_rho, rate = sp.d_rho, sp.b_rho, sp.noise_rho, sp.rate
     for k in range(K):
         vk = rate * v[k]
         for m in range(M):
-            acc_x[:] = 0.0
-            acc_y[:] = 0.0
-            for j in range(K):
-                c = Bmat[k, j]
-                for t in range(D):
-                    acc_x[t] += c * r[j, m, t]
-            for n in range(M):
-                c = gamma[k, n]
-                for t in range(D):
-                    acc_y[t] += c * Yr[n, m, t]
+            c = vk * Bmat[k, 0]
             for t in range(D):
-                dr[k, m, t] = vk * (d_rho[t] * acc_x[t] + b_rho[t] * acc_y[t])
+                dr[k, m, t] = c * d_rho[t] * r[0, m, t]
+            for j in range(1, K):
+                c = vk * Bmat[k, j]
+                for t in range(D):
+                    dr[k, m, t] += c * d_rho[t] * r[j, m, t]
+            for n in range(M):
+                c = vk * gamma[k, n]
+                for t in range(D):
+                    dr[k, m, t] += c * b_rho[t] * Yr[n, m, t]
     for k in range(K):
         for l in range(k, K):
-            acc_x[:] = 0.0
-            acc_y[:] = 0.0
-            for j in range(K):
-                ck = v[k] * Bmat[k, j]
-                cl = v[l] * Bmat[l, j]
-                for t in range(D):
-                    acc_x[t] += ck * sig[j, l, t] + cl * sig[j, k, t]
-            for n in range(M):
-                ck = v[k] * gamma[k, n]
-                cl = v[l] * gamma[l, n]
-                for t in range(D):
-                    acc_y[t] += ck * r[l, n, t] + cl * r[k, n, t]
             nkl = ws.noise[k, l]
             for t in range(D):
-                value = rate * (d_rho[t] * acc_x[t] + b_rho[t] * acc_y[t]) + nkl * noise_rho[t]
-                dsig[k, l, t] = value
-                dsig[l, k, t] = value
+                dsig[k, l, t] = nkl * noise_rho[t]
+            for j in range(K):
+                ck = rate * v[k] * Bmat[k, j]
+                cl = rate * v[l] * Bmat[l, j]
+                for t in range(D):
+                    dsig[k, l, t] += d_rho[t] * (ck * sig[j, l, t] + cl * sig[j, k, t])
+            for n in range(M):
+                ck = rate * v[k] * gamma[k, n]
+                cl = rate * v[l] * gamma[l, n]
+                for t in range(D):
+                    dsig[k, l, t] += b_rho[t] * (ck * r[l, n, t] + cl * r[k, n, t])
+            if l != k:
+                for t in range(D):
+                    dsig[l, k, t] = dsig[k, l, t]
 
 
 @theory_kernel(inline=True)
@@ -900,7 +896,7 @@ _INTEGRATORS = {EULER: _integrate_euler, RK4: _integrate_rk4}
 @theory_kernel(inline=True)
 def _start(p, y0, out):
     """The workspace, the state, an output row and the rows' done flags; ``out`` zeroed."""
-    ws = ode_workspace(p.K, p.M, p.D)
+    ws = ode_workspace(p.K, p.M)
     out[:, :] = 0.0
     return ws, y0.copy(), np.empty(out.shape[1]), np.zeros(out.shape[0], dtype=np.bool_)
 
