@@ -889,7 +889,7 @@ def _integrate_rk4(p, sp, grid, y0, out):
 
 #: The integrator kernel of each method code. Each compiles, on first use, for the types of its
 #: arguments: one kernel per model family (spectrum None or not) and activation family (relu or
-#: not), with the right-hand side inlined once.
+#: not).
 _INTEGRATORS = {EULER: _integrate_euler, RK4: _integrate_rk4}
 
 
@@ -964,7 +964,8 @@ def _rk4(p, sp, grid, ws, y, obs, out, done):
 @theory_kernel(inline=True)
 def _rk4_step(p, sp, ws, y, k1, h, scratch, y_next):
     """y_next = one classical RK4 step of h from y, given k1 = F(y); rows 1–4 of ``scratch``
-    are its stages. False when an evaluation failed."""
+    are its stages. y_next may be y itself (each entry is read before it is written). False
+    when an evaluation failed."""
     stage = scratch[4]
     for s in range(1, 4):
         _axpy(stage, y, h if s == 3 else 0.5 * h, k1 if s == 1 else scratch[s - 1])
@@ -985,7 +986,7 @@ def _rk4_fixed(p, sp, grid, ws, y, obs, out, done, scratch):
     evaluation): 2 s b bounds the rate of the stiffest density mode (docs/model.md §10.5).
     """
     dt = grid.dt
-    k1, y_next = scratch[5], scratch[6]
+    k1 = scratch[5]
     t = 0.0
     for i in range(grid.t.shape[0]):
         target = grid.t[i]
@@ -995,13 +996,11 @@ def _rk4_fixed(p, sp, grid, ws, y, obs, out, done, scratch):
                 return t
             if grid.stability > 0.0:
                 h = min(h, grid.stability / (2.0 * p.stiffness * _bracket_norm(ws, y, p)))
-            if not _rk4_step(p, sp, ws, y, k1, h, scratch, y_next):
+            if not _rk4_step(p, sp, ws, y, k1, h, scratch, y):
                 return t
-            _copy(y, y_next)
             t = target if target - (t + h) <= GRID_TOLERANCE * dt else t + h
-        if not _observe(p, sp, ws, y, obs):
+        if not _report(p, sp, ws, y, obs, out[i]):
             return t
-        _copy(out[i], obs)
         done[i] = True
     return -1.0
 
@@ -1039,9 +1038,8 @@ def _rk4_controlled(p, sp, grid, ws, y, obs, out, done, scratch):
                 return t
             factor = 4.0 if error == 0.0 else min(4.0, max(0.2, 0.9 * error ** -0.2))
             h = min(h_max, max(h, step * factor) if accepted and step < h else step * factor)
-        if not _observe(p, sp, ws, y, obs):
+        if not _report(p, sp, ws, y, obs, out[i]):
             return t
-        _copy(out[i], obs)
         done[i] = True
     return -1.0
 
@@ -1065,6 +1063,16 @@ def _doubling_error(p, sp, ws, y, k1, step, scratch, full, half, k1_half, half2,
         if not e <= error:          # also catches NaN
             error = e if math.isfinite(e) else math.inf
     return error
+
+
+@theory_kernel(inline=True)
+def _report(p, sp, ws, y, obs, row):
+    """``row`` = the observation of y (RK4 lands on each output time); False when it is not
+    finite."""
+    if not _observe(p, sp, ws, y, obs):
+        return False
+    _copy(row, obs)
+    return True
 
 
 @theory_kernel(inline=True)

@@ -17,7 +17,7 @@ import sys
 import click
 
 from analysis.activations import ACTIVATIONS, FOLDS
-from analysis.ode import METHODS, MOMENTS_RK4_DT, RK4_MAX_DT
+from analysis.ode import DEFAULT_DT, METHODS, MOMENTS_RK4_DT, RK4_MAX_DT
 from fastsgd.config import (DEFAULTS, MAX_BLAS_THREADS, MAX_DIM, MAX_MOMENT_SAMPLES,
                             MAX_RECORDS, MAX_SEED, MAX_SEEDS, MAX_STEPS, MAX_TEST_SIZE,
                             MAX_UNITS, PRECISIONS, ConfigError, SimConfig, parse_count)
@@ -25,7 +25,7 @@ from fastsgd.io import OutputExistsError
 from fastsgd.matched import LATENT_LAWS
 from fastsgd.sampling import MEAN_GEOMETRIES, STANDARDIZATIONS, TEACHERS, WEIGHT_SCHEMES
 from fastsgd.sgd import INPUT_MODELS
-from fastsgd.theory import DEFAULT_DT, DEFAULT_METHOD, DEFAULT_T_MIN, THEORIES
+from fastsgd.theory import DEFAULT_METHOD, DEFAULT_T_MIN, THEORIES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
 DT_HELP = (f"[default: euler {DEFAULT_DT:g}; rk4: steps of at most {RK4_MAX_DT:g} chosen by "

@@ -380,6 +380,7 @@ class RunWriter:
         self.path = self.output.written
         self._dirty = False
         self._pending: dict[int, list[tuple[int, dict]]] = {}
+        self._next_row: dict[int, int] = {}             # each seed's next record row
         self._failure: BaseException | None = None   # a write of the flusher thread that failed
         self._closed = threading.Event()
         self._flusher = threading.Thread(target=self._flush_every_second, daemon=True,
@@ -430,21 +431,17 @@ class RunWriter:
 
     def _write_pending(self) -> None:
         """Write the records kept since the last flush (the caller holds the lock): each seed's
-        consecutive rows as one slice per dataset, n_records last. Raises the flusher thread's
-        failure, if it had one."""
+        new rows, consecutive with the same keys (:meth:`write_record`), as one slice per
+        dataset, n_records last. Raises the flusher thread's failure, if it had one."""
         if self._failure is not None:
             raise self._failure
         for i, rows in self._pending.items():
-            first, count = rows[0][0], len(rows)
-            consecutive = all(row == first + k for k, (row, _) in enumerate(rows))
+            first = rows[0][0]
             for name, key in RECORD_DATASETS.items():
-                present = [(row, record[key]) for row, record in rows if key in record]
-                if consecutive and len(present) == count:
-                    self.file[name][i, first:first + count] = np.stack([v for _, v in present])
-                else:
-                    for row, value in present:
-                        self.file[name][i, row] = value
-            self.file["n_records"][i] = max(row for row, _ in rows) + 1
+                if key in rows[0][1]:
+                    self.file[name][i, first:first + len(rows)] = np.stack(
+                        [record[key] for _, record in rows])
+            self.file["n_records"][i] = first + len(rows)
         self._pending.clear()
 
     def write(self, i: int, values: dict[str, np.ndarray]) -> None:
@@ -455,12 +452,17 @@ class RunWriter:
             self._dirty = True
 
     def write_record(self, i: int, row: int, record: dict[str, np.ndarray | float]) -> None:
-        """Record ``row`` of seed position i (and n_records), written at the next flush. The
+        """Record ``row`` of seed position i (and n_records), written at the next flush. A
+        seed's records come in order (rows 0, 1, …), each with the keys of its first. The
         record's arrays are copied: the caller's (e.g. the live weights v) keep changing."""
         snapshot = {key: np.array(value) for key, value in record.items()}
         with self.lock:
             if self._failure is not None:
                 raise self._failure
+            expected = self._next_row.get(i, 0)
+            if row != expected:
+                raise ValueError(f"record {row} of seed position {i}: expected row {expected}")
+            self._next_row[i] = row + 1
             self._pending.setdefault(i, []).append((row, snapshot))
             self._dirty = True
 

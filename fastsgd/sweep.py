@@ -245,11 +245,6 @@ def _finished_run(path: Path, cfg: SimConfig):
     return run if run.config == cfg and set(run.status) <= {"ok", "diverged"} else None
 
 
-def _run_finished(path: Path, cfg: SimConfig) -> bool:
-    """The run file exists with every status in {ok, diverged} and an identical config."""
-    return _finished_run(path, cfg) is not None
-
-
 def _sidecar(path: Path) -> dict | None:
     try:
         return json.loads(path.with_suffix(".json").read_text())
@@ -258,11 +253,11 @@ def _sidecar(path: Path) -> dict | None:
 
 
 def _finished(path: Path, cfg: SimConfig, theories=("hmm",)) -> bool:
-    """A run is finished when its file is (:func:`_run_finished`) and its sidecar holds the
+    """A run is finished when its file is (:func:`_finished_run`) and its sidecar holds the
     deviations of every theory asked for."""
     sidecar = _sidecar(path)
     return (sidecar is not None and all(SIDECAR_KEYS[t] in sidecar for t in theories)
-            and _run_finished(path, cfg))
+            and _finished_run(path, cfg) is not None)
 
 
 def _theory_deviations(run, theory: str, ode: dict) -> dict:
@@ -484,7 +479,6 @@ def summarise(cells: list[Cell], out: Path, results: dict, failures: dict) -> li
 #: one its threads were launched with: every kernel a worker had to compile failed. Each task
 #: limits Numba to one thread itself (:func:`limit_threads`).
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-SINGLE_THREAD_ENV = WORKER_ENV
 #: allowed-failures = 1: a task whose worker dies twice is failed, not retried forever.
 #: worker-saturation = 1: a one-thread worker holds only the task it runs, so a worker's death
 #: counts against that task alone, never against one queued behind it. Dask queues only a task
@@ -563,7 +557,7 @@ def limit_threads() -> None:
 
 def one_thread_per_task(task, *args):
     """Run ``task(*args)`` in a Dask worker's thread under :func:`limit_threads`: a worker of
-    an external cluster is started without the local cluster's SINGLE_THREAD_ENV, perhaps with
+    an external cluster is started without the local cluster's WORKER_ENV, perhaps with
     ``--nthreads`` > 1 (each task then has its own thread, and one Numba and BLAS thread)."""
     limit_threads()
     return task(*args)
@@ -666,7 +660,7 @@ def _local_cluster(workers: int | None):
     from fastsgd.resources import usable_cores
 
     return LocalCluster(n_workers=workers or usable_cores(), threads_per_worker=1,
-                        processes=True, dashboard_address=None, env=SINGLE_THREAD_ENV)
+                        processes=True, dashboard_address=None, env=WORKER_ENV)
 
 
 def job_cost(job: Job) -> int:

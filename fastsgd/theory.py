@@ -23,7 +23,7 @@ import numpy as np
 from analysis.activations import folding_coefficients
 from analysis.deviation import (DEFAULT_T_MIN, Aggregate, Verdict, aggregate, eg_deviation,
                                 op_deviation, universality_verdict)
-from analysis.ode import (DEFAULT_DT, DEFAULT_METHOD, GaussianEquivalentState, Trajectory,
+from analysis.ode import (DEFAULT_METHOD, GaussianEquivalentState, Trajectory,
                           integrate_gaussian_equivalent, integrate_hmm)
 from fastsgd.config import (ConfigError, input_mean_method, input_mean_vanishes,
                             latent_mean_vanishes)
@@ -83,8 +83,7 @@ class TheoryCurves:
     reference: Run | None = None   # the reference run, when it is one
     theory: str = "hmm"            # the ODE's theory (THEORIES); "hmm" for a reference run
     moments_error: np.ndarray | None = None   # (S,) Monte Carlo error on ε_g (moments)
-    step_control: bool = False     # RK4 steps ≤ dt chosen by their error (capped by the
-    #                                state's stiffness for moments)
+    step_control: bool = False     # RK4 steps ≤ dt, chosen by error (moments: by stiffness)
 
 
 def integrate_run(run, seed_positions=None, *, dt: float | None = None,

@@ -474,6 +474,22 @@ def test_records_keep_their_values_when_the_caller_changes_its_arrays(tmp_path):
     assert run.n_records[0] == 3
 
 
+def test_a_record_out_of_order_is_refused(tmp_path):
+    """Kept records are written as one slice per seed, so a seed's rows must come in order: a
+    skipped or repeated row is refused instead of being written in the wrong place."""
+    cfg = SimConfig(seeds=2, **SMALL)
+    steps = record_steps(cfg.steps, cfg.records)
+    writer = RunWriter(tmp_path / "w.h5", cfg, steps, 256, "", overwrite=False)
+    writer.write_record(0, 0, {"eg": 0.5})
+    for row in (0, 2):
+        with pytest.raises(ValueError, match="expected row 1"):
+            writer.write_record(0, row, {"eg": 0.4})
+    writer.write_record(1, 0, {"eg": 0.3})      # each seed has its own rows
+    writer.close()
+    run = fastsgd.load(tmp_path / "w.h5")
+    assert run.n_records.tolist() == [1, 1] and run.eg[1, 0] == 0.3
+
+
 def test_a_write_that_fails_in_the_flusher_is_raised_in_the_run(tmp_path, monkeypatch):
     """The background flush writes the kept records; if that fails (a full disk), the next
     record, status or close raises it instead of the run ending as if it had succeeded."""
