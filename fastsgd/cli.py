@@ -106,6 +106,9 @@ def config_option(*decls: str, field: str, **kwargs):
 @config_option("--latent", field="latent", type=_choice(LATENT_LAWS),
                help="The mixture, or the Gaussian with its mean and covariance after "
                     "standardization.")
+@config_option("--latent-data", field="latent_data", type=str, metavar="PATH",
+               help="Latent vectors to sample from, one per row: FILE.npy or FILE.h5[:DATASET] "
+                    "(implies --latent data, and D = its columns unless given).")
 @config_option("--teacher", field="teacher", type=_choice(TEACHERS),
                help="Random teacher, or row 0 along the mixture's top between-label "
                     "direction.")
@@ -156,6 +159,7 @@ def simulate(threads, out, overwrite, quiet, first_layer_only, **fields) -> None
 
     argv = (click.get_current_context().obj or {}).get("argv", sys.argv[1:])
     try:
+        _latent_data_defaults(fields)
         cfg = SimConfig(train_second_layer=not first_layer_only, **fields)
         run = fastsgd.simulate(cfg, out=out, overwrite=overwrite, threads=threads,
                                progress=not quiet and sys.stderr.isatty(),
@@ -170,6 +174,24 @@ def simulate(threads, out, overwrite, quiet, first_layer_only, **fields) -> None
         click.echo(f"fastsgd simulate: seed index(es) diverged: {', '.join(diverged)}; "
                    f"lower --lr", err=True)
         raise SystemExit(EXIT_DIVERGED)
+
+
+def _latent_data_defaults(fields: dict) -> None:
+    """With --latent-data, --latent defaults to data and --D to the file's columns."""
+    if fields["latent_data"] is None:
+        return
+    from click.core import ParameterSource
+    from fastsgd.latent_data import LatentDataError, open_data
+
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("latent") == ParameterSource.DEFAULT:
+        fields["latent"] = "data"
+    if ctx.get_parameter_source("D") == ParameterSource.DEFAULT:
+        try:
+            fields["D"] = open_data(fields["latent_data"]).shape[1]
+        except LatentDataError as exc:
+            raise ConfigError("latent_data", "a readable file of latent vectors",
+                              message=f"latent_data {exc}") from None
 
 
 def _flag_message(exc: ConfigError | OutputExistsError) -> str:
@@ -455,6 +477,56 @@ def plot(source, out) -> None:
             raise click.UsageError(f"{exc}; use fastsgd compare --reference ... --plot") from None
         plot_comparison(run, theory, out_path)
     click.echo(f"wrote {out_path}")
+
+
+@cli.command()
+@click.argument("name", metavar="NAME", type=click.Choice(["patches", "digits"]))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Output file: .npy, or .h5 (dataset 'latents').")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def latents(name, out, overwrite) -> None:
+    """Make a latent file from a data set that ships with a package (NAME: patches or digits;
+    docs/model.md §11.5), for --latent-data; print its shape and moments."""
+    from fastsgd.datasets import MissingPackage, make_latents
+    from fastsgd.latent_data import content_hash, save_latents
+
+    _check_output_file(out, "--out")
+    if os.path.exists(out) and not overwrite:
+        raise click.UsageError(f"--out: {out} exists; pass --overwrite to replace it")
+    try:
+        array = make_latents(name)
+    except MissingPackage as exc:
+        raise click.UsageError(str(exc)) from None
+    path = save_latents(array, out, overwrite)
+    click.echo(f"wrote {path}: {name}, shape {array.shape}, sha256 {content_hash(array)}")
+    for line in _latent_moments(array):
+        click.echo(line)
+
+
+def _latent_moments(array) -> list[str]:
+    """Lines describing a latent file's moments raw and whitened (§11.2)."""
+    import numpy as np
+
+    from fastsgd.datasets import projection_kurtosis
+    from fastsgd.latent_data import LatentDataError, standardize_data, summary
+
+    lines = []
+    for kind in ("none", "population", "whiten"):
+        try:
+            law = standardize_data(array, kind)
+        except LatentDataError as exc:
+            lines.append(f"{kind}: {exc}")
+            continue
+        info, kurt = summary(law), projection_kurtosis(law.rows)
+        q05, q50, q95 = np.quantile(kurt, [0.05, 0.5, 0.95])
+        lines.append(
+            f"{kind}: mean {info['mean_range'][0]:.3g}…{info['mean_range'][1]:.3g}, variance "
+            f"{info['variance_range'][0]:.3g}…{info['variance_range'][1]:.3g}, covariance "
+            f"eigenvalues {info['eigenvalue_range'][0]:.3g}…{info['eigenvalue_range'][1]:.3g}; "
+            f"excess kurtosis: coordinates median {info['excess_kurtosis_median']:.3g} (max |·| "
+            f"{info['excess_kurtosis_max_abs']:.3g}), random projections median {q50:.3g} "
+            f"[5–95 %: {q05:.3g}, {q95:.3g}]")
+    return lines
 
 
 def _one_line(message: str) -> str:

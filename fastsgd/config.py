@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,8 @@ MAX_MOMENT_SAMPLES = 10 ** 10
 MAX_MONTE_CARLO_D = 8192
 #: Monte Carlo moments need at least this many samples per latent dimension.
 MIN_MOMENT_SAMPLES_PER_D = 10
+#: Rows of a latent-data file.
+MAX_DATA_ROWS = 10 ** 12
 
 
 _UNSET = object()
@@ -164,6 +167,9 @@ class SimConfig:
     teacher: str = "random"
     moment_samples: int = 1_000_000
     center_inputs: bool = False
+    latent_data: str | None = None
+    latent_data_shape: tuple[int, int] | None = None
+    latent_data_sha256: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -216,6 +222,7 @@ class SimConfig:
         if self.standardize == "sample" and self.D < 2:
             raise ConfigError("standardize", "none, population or whiten when D = 1",
                               message="standardize = sample needs D >= 2, got D = 1")
+        self._check_latent_data()
         self._check_latent_law()
         if self.blas_threads > 1 and self.seeds > 1:
             raise ConfigError("blas_threads", "1 when seeds > 1",
@@ -248,6 +255,70 @@ class SimConfig:
             if self.moment_samples < least:
                 raise ConfigError("moment_samples", f"at least {least} (10·D) for a Monte "
                                   "Carlo matched law", self.moment_samples)
+
+    def _check_latent_data(self) -> None:
+        """latent = data (docs/model.md §11.1): a data file, and none of the mixture's fields.
+        A new configuration (no content hash yet) reads and checks the file and records its
+        absolute location, shape and content hash; a stored one (hash given) is taken as
+        recorded: runs check the file against the hash when they read it."""
+        if self.latent_data is None:
+            if self.latent == "data":
+                raise ConfigError("latent_data", "a file of latent vectors (.npy, or "
+                                  "FILE.h5:DATASET) when latent = data")
+            if self.latent_data_shape is not None or self.latent_data_sha256 is not None:
+                raise ConfigError("latent_data", "set when latent_data_shape or "
+                                  "latent_data_sha256 is")
+            return
+        if self.latent == "mixture":
+            raise ConfigError("latent", "data (or matched_gaussian, its matched twin) with "
+                              "latent_data", self.latent)
+        for name in DATA_FIXED_FIELDS:
+            if getattr(self, name) != DATA_FIXED_VALUES[name]:
+                raise ConfigError(name, f"{DATA_FIXED_VALUES[name]!r} (its default)",
+                                  getattr(self, name), message=f"{name} has no meaning for a "
+                                  f"data latent: leave it at {DATA_FIXED_VALUES[name]!r}, got "
+                                  f"{getattr(self, name)!r}")
+        if self.block_size != self.D:
+            raise ConfigError("block_size", f"D = {self.D} (its default)", self.block_size,
+                              message=f"block_size has no meaning for a data latent: leave it "
+                                      f"at D = {self.D}, got {self.block_size}")
+        if not isinstance(self.latent_data, (str, os.PathLike)):
+            raise ConfigError("latent_data", "a file path", self.latent_data)
+        if self.latent_data_sha256 is None:
+            self._describe_latent_data()
+        else:
+            self._check_recorded_latent_data()
+
+    def _describe_latent_data(self) -> None:
+        from fastsgd.latent_data import LatentDataError, describe
+        try:
+            data = describe(os.fspath(self.latent_data), self.D, self.standardize)
+        except LatentDataError as exc:
+            raise ConfigError("latent_data", "a readable file of latent vectors",
+                              message=f"latent_data {exc}") from None
+        object.__setattr__(self, "latent_data", data.location)
+        object.__setattr__(self, "latent_data_shape", data.shape)
+        object.__setattr__(self, "latent_data_sha256", data.sha256)
+
+    def _check_recorded_latent_data(self) -> None:
+        from fastsgd.latent_data import LatentDataError, check_shape, is_sha256
+        if not is_sha256(self.latent_data_sha256):
+            raise ConfigError("latent_data_sha256", "a SHA-256 hex digest (64 hex digits)",
+                              self.latent_data_sha256)
+        shape = self.latent_data_shape
+        try:
+            shape = tuple(parse_count(n, "latent_data_shape", 1, MAX_DATA_ROWS) for n in shape)
+        except TypeError:
+            shape = ()
+        if len(shape) != 2:
+            raise ConfigError("latent_data_shape", "two positive integers (P, D)",
+                              self.latent_data_shape)
+        try:
+            check_shape(shape, self.D, self.latent_data)
+        except LatentDataError as exc:
+            raise ConfigError("latent_data", "a file of D columns and at least D + 1 rows",
+                              message=f"latent_data {exc}") from None
+        object.__setattr__(self, "latent_data_shape", shape)
 
     def _validated_weights(self) -> str | tuple[float, ...]:
         w = self.weights
@@ -285,7 +356,10 @@ class SimConfig:
 
     @property
     def matched_method(self) -> str:
-        """How the matched law of this latent is obtained (docs/model.md §10.2)."""
+        """How the matched law of this latent is obtained (docs/model.md §10.2): "data" for a
+        data latent (its empirical moments, §11.3)."""
+        if self.latent_data is not None:
+            return "data"
         return matched_method(self.m, self.alpha, self.means, self.block_size, self.D,
                               self.standardize)
 
@@ -297,6 +371,8 @@ class SimConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if isinstance(out["weights"], tuple):
             out["weights"] = list(out["weights"])
+        if out["latent_data_shape"] is not None:
+            out["latent_data_shape"] = list(out["latent_data_shape"])
         return out
 
     def to_json(self) -> str:
@@ -314,8 +390,9 @@ class SimConfig:
             raise ConfigError(unknown[0], f"a field of SimConfig ({', '.join(sorted(names))})",
                               message=f"unknown configuration field(s): {', '.join(unknown)}")
         values = dict(data)
-        if isinstance(values.get("weights"), list):
-            values["weights"] = tuple(values["weights"])
+        for name in ("weights", "latent_data_shape"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
         return cls(**values)
 
     @classmethod
@@ -327,6 +404,9 @@ class SimConfig:
         data = self.to_dict()
         if "D" in changes and "block_size" not in changes and self.block_size == self.D:
             data["block_size"] = None
+        if changes.get("latent_data", data["latent_data"]) != data["latent_data"] and \
+                "latent_data_sha256" not in changes:   # another file: read and check it
+            data["latent_data_shape"] = data["latent_data_sha256"] = None
         data.update(changes)
         return SimConfig.from_dict(data)
 
@@ -336,11 +416,17 @@ class SimConfig:
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(SimConfig)}
 
 #: Fields added by docs/model.md §10: left out of the JSON (hash, file name) at their defaults.
-OMITTED_AT_DEFAULT = ("means", "latent", "teacher", "moment_samples", "center_inputs")
+OMITTED_AT_DEFAULT = ("means", "latent", "teacher", "moment_samples", "center_inputs",
+                      "latent_data", "latent_data_shape", "latent_data_sha256")
 
 #: The fields that define the latent law; a Gaussian latent has them at their defaults.
 LATENT_LAW_FIELDS = ("m", "alpha", "weights", "block_size", "standardize", "means", "latent",
-                     "moment_samples")
+                     "moment_samples", "latent_data", "latent_data_shape", "latent_data_sha256")
+
+#: The mixture's fields, which a data latent (docs/model.md §11.1) must leave at these values.
+DATA_FIXED_FIELDS = ("m", "alpha", "means", "weights", "teacher")
+DATA_FIXED_VALUES = {"m": 1, "alpha": 0.0, "means": "vector", "weights": "uniform",
+                     "teacher": "random"}
 
 
 def gaussian_latent(cfg: SimConfig, **changes: Any) -> SimConfig:
@@ -353,10 +439,12 @@ def gaussian_latent(cfg: SimConfig, **changes: Any) -> SimConfig:
 def matched_is_standard_normal(cfg: SimConfig) -> bool:
     """True when the matched Gaussian of ``cfg``'s latent (§10.2) is N(0, I_D): the standardized
     latent has mean 0 and covariance I (whiten; population with independent coordinates; the
-    Gaussian latent itself)."""
+    Gaussian latent itself). A data latent's is N(0, I) only when whitened (§11.3)."""
     gaussian = cfg.alpha == 0.0
     if cfg.standardize == "whiten":
         return True
+    if cfg.latent_data is not None:
+        return False
     if cfg.standardize == "population":
         return gaussian or cfg.m == 1 or cfg.block_size == 1
     return cfg.standardize == "none" and gaussian
@@ -391,8 +479,13 @@ def canonical(cfg: SimConfig) -> SimConfig:
 
 def latent_mean_vanishes(cfg: SimConfig) -> bool:
     """E c = 0 for the standardized latent (and its matched twin, docs/model.md §10.5):
-    population and whiten; sample with scalar means (exchangeable coordinates); α = 0."""
-    if cfg.standardize in ("population", "whiten") or cfg.alpha == 0.0:
+    population and whiten; sample with scalar means (exchangeable coordinates); α = 0. For a
+    data latent (and its matched twin) population and whiten only (§11.2)."""
+    if cfg.standardize in ("population", "whiten"):
+        return True
+    if cfg.latent_data is not None:
+        return False
+    if cfg.alpha == 0.0:
         return True
     return cfg.standardize == "sample" and cfg.means == "scalar"
 
@@ -404,6 +497,8 @@ def input_mean_vanishes(cfg: SimConfig) -> bool:
     sample-standardized Gaussian, §10.1)."""
     if not latent_mean_vanishes(cfg):
         return False
+    if cfg.latent == "data":   # an empirical law: no symmetry to rely on
+        return cfg.f == "linear"
     symmetric = (cfg.latent == "matched_gaussian" or cfg.m == 1 or cfg.alpha == 0.0
                  or (cfg.standardize == "sample" and cfg.means == "scalar"
                      and cfg.block_size == cfg.D))
@@ -411,7 +506,10 @@ def input_mean_vanishes(cfg: SimConfig) -> bool:
 
 
 def input_mean_method(cfg: SimConfig) -> str:
-    """How a run's input moments are found (docs/model.md §10.5): "exact" or "monte_carlo"."""
+    """How a run's input moments are found (docs/model.md §10.5): "exact" or "monte_carlo";
+    a data latent's are sums over its rows, exact for its empirical law (§11.4)."""
+    if cfg.latent == "data":
+        return "exact"
     return moments_method(cfg.m, cfg.block_size, cfg.D, cfg.standardize,
                           cfg.latent == "matched_gaussian", cfg.f)
 

@@ -199,6 +199,27 @@ def monte_carlo_moments(draw, features: np.ndarray, f: str, rng: np.random.Gener
     return first.moments(halves)
 
 
+def data_moments(rows: np.ndarray, features: np.ndarray, f: str, *, mean_only: bool = False,
+                 stop: threading.Event | None = None):
+    """E x (``mean_only``) or :class:`InputMoments` of a data latent (docs/model.md §11.4):
+    sums over its P standardized rows, each weighted 1/P, which are the exact moments of the
+    empirical law the simulator samples; x = f(c·Fᵀ/√D)."""
+    N, D = features.shape
+    operand = np.ascontiguousarray(features.T) / math.sqrt(D)
+    sums = _Sums(N, D, mean_only)
+    for start in range(0, rows.shape[0], MOMENT_CHUNK):
+        if stop is not None and stop.is_set():
+            raise Stopped
+        block = rows[start:start + MOMENT_CHUNK]
+        u = block @ operand
+        sums.add(fold_array(u, FOLD_CODES[f], u), block)
+    if mean_only:
+        return sums.x / sums.n
+    moments = sums.moments()
+    return InputMoments(moments.mean, moments.omega, moments.phi, moments.latent_mean,
+                        moments.latent_covariance, "exact", sums.n)
+
+
 def input_moments(mixture: Mixture, standardize: str, matched: MatchedLaw | None,
                   features: np.ndarray, f: str, rng: np.random.Generator, samples: int, *,
                   mean_only: bool = False, stop: threading.Event | None = None):

@@ -23,7 +23,7 @@ import numpy as np
 
 from fastsgd.sampling import Mixture, latent_law, sample_latent
 
-LATENT_LAWS = ("mixture", "matched_gaussian")
+LATENT_LAWS = ("mixture", "matched_gaussian", "data")
 #: Samples per chunk of the Monte Carlo moments (a stop request is checked between chunks).
 MOMENT_CHUNK = 4096
 #: Eigenvalues of S_c below this fraction of the largest are rounding noise of a null space.
@@ -194,6 +194,17 @@ def monte_carlo_law(mixture: Mixture, standardize: str, rng: np.random.Generator
     mean = total / samples
     rows, shifts = _eigen_root(second / samples - np.outer(mean, mean), 0.0)
     return _structured(mean, 0.0, rows[None], shifts[None], "monte_carlo")
+
+
+def empirical_law(mean: np.ndarray, covariance: np.ndarray, whitened: bool) -> MatchedLaw:
+    """The matched Gaussian of a data latent (docs/model.md §11.3): the Gaussian with the
+    standardized data's empirical mean and covariance, L their symmetric square root. A
+    whitened data latent has covariance I and mean 0 exactly: c = z, as for the Gaussian latent."""
+    D = mean.shape[0]
+    if whitened:
+        return _structured(np.zeros(D), 1.0, np.zeros((1, 0, D)), np.zeros((1, 0)), "exact")
+    rows, shifts = _eigen_root(covariance, 0.0)
+    return _structured(mean.copy(), 0.0, rows[None], shifts[None], "data")
 
 
 def matched_method(m: int, alpha: float, means: str, block_size: int, D: int,

@@ -19,11 +19,13 @@ from analysis.ode import HmmInitialState
 from fastsgd.config import ConfigError, SimConfig
 from fastsgd.observables import centred_covariance, spectral_initial_state
 from fastsgd.input_law import Stopped as InputMomentsStopped
-from fastsgd.input_law import InputMoments, input_moments
+from fastsgd.input_law import InputMoments, data_moments, input_moments
 from fastsgd.matched import MatchedLaw, matched_law
 from fastsgd.matched import Stopped as MomentsStopped
-from fastsgd.sampling import (LatentLaw, Mixture, aligned_direction, draw_mixture,
-                              fill_standard_normal, latent_law, mixture_moments, sample_latent)
+from fastsgd.latent_data import DataLaw, LatentDataError, data_law
+from fastsgd.matched import empirical_law
+from fastsgd.sampling import (DataRows, LatentLaw, Mixture, aligned_direction, draw_latents,
+                              draw_mixture, fill_standard_normal, latent_law, mixture_moments)
 from fastsgd.streams import SeedStreams
 
 #: Test samples made per GEMM while the test set is built (a stop request is checked between).
@@ -56,7 +58,7 @@ class SeedProblem(SeedDraws):
 
     generator: np.ndarray         # [F/√D | W̃ᵀ/√D] (D, N + M), Lᵀ times it for a matched latent
     offset: np.ndarray | None     # (N + M,) for a matched latent with m_c ≠ 0, else None
-    law: LatentLaw
+    law: LatentLaw | DataRows
     matched: MatchedLaw | None
     input_mean: np.ndarray | None  # (N,) E x, subtracted from every input (center_inputs)
     test_inputs: np.ndarray       # (P, N) int8 (sign) or float64
@@ -70,9 +72,34 @@ def exact_int8_test_inputs(cfg: SimConfig) -> bool:
     return cfg.f == "sign" and cfg.input_model == "hmm" and not cfg.center_inputs
 
 
-def seed_latent_law(cfg: SimConfig, mixture: Mixture) -> LatentLaw:
+def config_data_law(cfg: SimConfig) -> DataLaw:
+    """The standardized empirical law of ``cfg``'s data file (docs/model.md §11), the file
+    checked against the configuration's content hash (ConfigError naming latent_data)."""
+    try:
+        return data_law(cfg.latent_data, cfg.latent_data_sha256, cfg.standardize)
+    except LatentDataError as exc:
+        raise ConfigError("latent_data", "the file this configuration was made with",
+                          message=f"latent_data {exc}") from None
+
+
+def seed_latent_law(cfg: SimConfig, mixture: Mixture) -> LatentLaw | DataRows:
     """The sampler's description of a seed's latent law under ``cfg``."""
+    if cfg.latent == "data":
+        return DataRows(config_data_law(cfg).rows)
     return latent_law(mixture, cfg.standardize, cfg.latent == "matched_gaussian")
+
+
+def seed_matched_law(cfg: SimConfig, mixture: Mixture, streams: SeedStreams,
+                     stop: threading.Event | None) -> MatchedLaw:
+    """The matched Gaussian of ``cfg``'s latent (docs/model.md §10.2, §11.3)."""
+    if cfg.latent_data is not None:
+        law = config_data_law(cfg)
+        return empirical_law(law.mean, law.covariance, cfg.standardize == "whiten")
+    try:
+        return matched_law(mixture, cfg.standardize, cfg.matched_method,
+                           rng=streams.matched_moments, samples=cfg.moment_samples, stop=stop)
+    except MomentsStopped:
+        raise Stopped from None
 
 
 def latents_to_fields(latent: np.ndarray, generator: np.ndarray, offset: np.ndarray | None,
@@ -118,11 +145,7 @@ def _operand(cfg: SimConfig, draws: SeedDraws, streams: SeedStreams,
     base = np.concatenate([draws.features.T, draws.teacher.T], axis=1) / math.sqrt(cfg.D)
     if cfg.latent != "matched_gaussian":
         return base, None, None
-    try:
-        law = matched_law(draws.mixture, cfg.standardize, cfg.matched_method,
-                          rng=streams.matched_moments, samples=cfg.moment_samples, stop=stop)
-    except MomentsStopped:
-        raise Stopped from None
+    law = seed_matched_law(cfg, draws.mixture, streams, stop)
     if law.is_standard:   # c = z: bitwise the Gaussian latent's fields
         return base, None, law
     offset = law.mean @ base if law.mean.any() else None
@@ -135,9 +158,19 @@ def seed_input_mean(cfg: SimConfig, draws: SeedDraws, matched: MatchedLaw | None
     (s,6,1) where no exact form applies), else None."""
     if not cfg.center_inputs:
         return None
+    return _input_moments(cfg, draws, matched, streams, stop, mean_only=True)
+
+
+def _input_moments(cfg: SimConfig, draws: SeedDraws, matched: MatchedLaw | None,
+                   streams: SeedStreams, stop: threading.Event | None, mean_only: bool):
+    """E x or the input moments of a seed (docs/model.md §10.5): sums over the rows of a data
+    latent (§11.4), else :func:`fastsgd.input_law.input_moments`."""
     try:
+        if cfg.latent == "data":
+            return data_moments(config_data_law(cfg).rows, draws.features, cfg.f,
+                                mean_only=mean_only, stop=stop)
         return input_moments(draws.mixture, cfg.standardize, matched, draws.features, cfg.f,
-                             streams.input_moments, cfg.moment_samples, mean_only=True,
+                             streams.input_moments, cfg.moment_samples, mean_only=mean_only,
                              stop=stop)
     except InputMomentsStopped:
         raise Stopped from None
@@ -165,7 +198,7 @@ def build_problem(cfg: SimConfig, streams: SeedStreams,
             raise Stopped
         end = min(start + TEST_CHUNK, P)
         chunk = latent[:end - start]   # drawn sample by sample: the same stream as in one call
-        sample_latent(streams.test_latent, streams.test_labels, chunk, law)
+        draw_latents(law, streams.test_latent, streams.test_labels, streams.test_rows, chunk)
         if equivalent:
             fill_standard_normal(streams.test_xi, xi[:end - start])
         U = latents_to_fields(chunk, generator, offset)
@@ -198,12 +231,7 @@ def seed_moments(cfg: SimConfig, seed_index: int, stop: threading.Event | None =
     streams = SeedStreams.for_seed(cfg.seed, cfg.sample_entropy, int(seed_index))
     draws = _draw(cfg, streams)
     _, _, matched = _operand(cfg, draws, streams, stop)
-    try:
-        moments = input_moments(draws.mixture, cfg.standardize, matched, draws.features, cfg.f,
-                                streams.input_moments, cfg.moment_samples, stop=stop)
-    except InputMomentsStopped:
-        raise Stopped from None
-    return draws, moments
+    return draws, _input_moments(cfg, draws, matched, streams, stop, mean_only=False)
 
 
 def initial_state(cfg: SimConfig, seed_index: int | None = None) -> HmmInitialState:

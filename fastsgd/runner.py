@@ -21,7 +21,7 @@ from fastsgd.observables import (field_shape, order_parameters, student_fields, 
                                  test_set_statistics)
 from fastsgd.problem import (SeedProblem, Stopped, build_problem, latents_to_fields,
                              problem_initial_state)
-from fastsgd.sampling import fill_standard_normal, sample_latent
+from fastsgd.sampling import draw_latents, fill_standard_normal
 from fastsgd.sgd import (SgdBuffers, all_finite, sgd_buffers, sgd_parameters, sgd_steps)
 from fastsgd.streams import SeedStreams
 
@@ -120,7 +120,8 @@ class SeedRunner:
     def _generate(self, block: _Block, problem: SeedProblem, operand: tuple,
                   streams: SeedStreams) -> None:
         """Fill the block: latents, U = C·[F/√D | W̃ᵀ/√D] (+ offset), ξ and the label noise."""
-        sample_latent(streams.train_latent, streams.train_labels, block.latent, problem.law)
+        draw_latents(problem.law, streams.train_latent, streams.train_labels, streams.train_rows,
+                     block.latent)
         latents_to_fields(block.latent, *operand, out=block.U)
         if self.cfg.input_model == "equivalent_gaussian":
             fill_standard_normal(streams.train_xi, block.sgd.xi)

@@ -180,6 +180,37 @@ class LatentLaw(NamedTuple):
     standardization: Standardization | None   # None: standardize none, or a matched latent
 
 
+class DataRows(NamedTuple):
+    """A data latent's law for :func:`draw_latents`: the rows of its standardized data
+    (fastsgd/latent_data.py), one drawn uniformly per sample."""
+
+    rows: np.ndarray               # (P, D)
+
+
+def draw_data_rows(rng: np.random.Generator, out: np.ndarray, rows: np.ndarray) -> None:
+    """Fill ``out`` (n, D) with rows of ``rows`` (P, D) drawn with replacement
+    (docs/model.md §11.1): sample s takes row J_s = min(⌊u_s·P⌋, P − 1), u_s = random() from
+    ``rng``. One double per sample, so the stream does not depend on how the samples are split
+    into blocks (NumPy's bounded integers would: they buffer 32-bit halves within one call)."""
+    P = rows.shape[0]
+    index = np.minimum((rng.random(out.shape[0]) * P).astype(np.int64), P - 1)
+    if out.dtype == rows.dtype:
+        np.take(rows, index, axis=0, out=out)
+    else:   # float32 latents (mixed precision): rounded once
+        out[:] = rows[index]
+
+
+def draw_latents(law, latent_rng: np.random.Generator, label_rng: np.random.Generator,
+                 row_rng: np.random.Generator, out: np.ndarray) -> None:
+    """Fill ``out`` (n, D) with latents of ``law``: rows of a data latent from ``row_rng``
+    (:class:`DataRows`), otherwise :func:`sample_latent` from ``latent_rng`` and
+    ``label_rng``."""
+    if isinstance(law, DataRows):
+        draw_data_rows(row_rng, out, law.rows)
+    else:
+        sample_latent(latent_rng, label_rng, out, law)
+
+
 def standardization(mixture: Mixture, standardize: str) -> Standardization:
     """The kernel's description of a standardization of the mixture's latents (any but none)."""
     return Standardization(code=STANDARDIZE_CODES[standardize], mean=mixture.mean,

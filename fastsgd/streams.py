@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 FEATURES, TEACHER, MIXTURE, STUDENT, TRAIN, TEST, MOMENTS = range(7)
-LATENT, LABELS, NOISE, XI = range(4)
+LATENT, LABELS, NOISE, XI, TRAIN_ROWS = range(5)   # children of (s,4)
+TEST_LATENT, TEST_LABELS, TEST_XI, TEST_ROWS = range(4)   # children of (s,5)
 MATCHED_LAW, INPUT_MOMENTS = range(2)   # children of (s,6), docs/model.md §10
 
 
@@ -38,6 +39,8 @@ class SeedStreams:
     test_xi: np.random.Generator
     matched_moments: np.random.Generator   # (s,6,0), entropy ``seed`` (§10.2)
     input_moments: np.random.Generator     # (s,6,1), entropy ``seed`` (§10.5)
+    train_rows: np.random.Generator        # (s,4,4), data-latent rows (§11)
+    test_rows: np.random.Generator         # (s,5,3)
 
     @classmethod
     def for_seed(cls, seed: int, sample_entropy: int, s: int) -> "SeedStreams":
@@ -50,9 +53,11 @@ class SeedStreams:
             train_labels=stream(sample_entropy, s, TRAIN, LABELS),
             train_noise=stream(sample_entropy, s, TRAIN, NOISE),
             train_xi=stream(sample_entropy, s, TRAIN, XI),
-            test_latent=stream(sample_entropy, s, TEST, 0),
-            test_labels=stream(sample_entropy, s, TEST, 1),
-            test_xi=stream(sample_entropy, s, TEST, 2),
+            test_latent=stream(sample_entropy, s, TEST, TEST_LATENT),
+            test_labels=stream(sample_entropy, s, TEST, TEST_LABELS),
+            test_xi=stream(sample_entropy, s, TEST, TEST_XI),
             matched_moments=stream(seed, s, MOMENTS, MATCHED_LAW),
             input_moments=stream(seed, s, MOMENTS, INPUT_MOMENTS),
+            train_rows=stream(sample_entropy, s, TRAIN, TRAIN_ROWS),
+            test_rows=stream(sample_entropy, s, TEST, TEST_ROWS),
         )

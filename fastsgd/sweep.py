@@ -27,6 +27,7 @@ from analysis.deviation import Aggregate, aggregate, holm, universality_class
 from analysis.ode import METHODS
 from fastsgd.config import (DEFAULTS, ConfigError, SimConfig, canonical, matched_twin,
                             standard_normal_twin)
+from fastsgd.latent_data import absolute_location
 from fastsgd.summary import write_summary
 from fastsgd.theory import DEFAULT_METHOD, Comparison
 
@@ -179,7 +180,10 @@ def read_grid(path) -> tuple[list[Cell], dict]:
     configs = []
     for combo in itertools.product(*(grid[k] for k in keys)):
         params = dict(zip(keys, combo))
-        configs.append((params, _resolve({**base, **params}, f"GRID: {path}: cell {params}")))
+        values = {**base, **params}
+        if isinstance(values.get("latent_data"), str):   # relative to the grid's folder
+            values["latent_data"] = absolute_location(values["latent_data"], path.parent)
+        configs.append((params, _resolve(values, f"GRID: {path}: cell {params}")))
     return _cells(configs, compare["matched"], path), ode
 
 
@@ -509,6 +513,7 @@ def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None =
     for cell in cells:
         for job in cell.jobs:
             jobs.setdefault(job.name, job)
+    _check_data_files(jobs.values(), out)
     todo = [job for job in jobs.values()
             if not _finished(job.path(out), job.config, ode["theory"])]
     results = {job.name: json.loads(job.path(out).with_suffix(".json").read_text())
@@ -529,6 +534,28 @@ def sweep(grid_path, out, *, scheduler: str | None = None, workers: int | None =
         if closing is not None:
             closing.result()
     return rows
+
+
+def _check_data_files(jobs, out: Path) -> None:
+    """Refuse to resume a sweep whose finished runs were made from a data file (docs/model.md
+    §11.1) whose content has changed since: a run of the folder read the same location with
+    another content hash. (New runs would get new names; mixing them with the old ones in one
+    folder would compare two data sets.)"""
+    hashes = {job.config.latent_data: job.config.latent_data_sha256 for job in jobs
+              if job.config.latent_data is not None}
+    if not hashes:
+        return
+    for sidecar in sorted((out / "runs").glob("*.json")):
+        try:
+            config = json.loads(json.loads(sidecar.read_text())["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        location, sha = config.get("latent_data"), config.get("latent_data_sha256")
+        if location in hashes and sha != hashes[location]:
+            raise GridError(f"GRID: latent_data {location} has changed since the run "
+                            f"{sidecar.with_suffix('.h5')} was made from it (content hash "
+                            f"{hashes[location][:12]}…, the run's {str(sha)[:12]}…): refusing "
+                            "to resume; restore the file or use another --out", "latent_data")
 
 
 def _remove_killed_attempts(todo: list[Job], out: Path, failures: dict, echo) -> None:

@@ -136,10 +136,11 @@ def check_moments_theory_applies(cfg) -> None:
         raise TheoryUnavailable(f"input_model = {cfg.input_model}: the moments theory is for "
                                 "input_model = hmm")
     if not latent_mean_vanishes(cfg):
+        remedy = ("population or whiten" if cfg.latent_data is not None
+                  else "population, whiten, or sample with scalar means")
         raise TheoryUnavailable(
             f"the latent has {_latent_mean_text(cfg)} ≠ 0 (standardize = {cfg.standardize}), "
-            "which the moments theory cannot hold: use population, whiten, or sample with "
-            "scalar means")
+            f"which the moments theory cannot hold: use {remedy}")
     least = MIN_MOMENT_SAMPLES_PER_N * cfg.N
     if input_mean_method(cfg) == "monte_carlo" and cfg.moment_samples < least:
         raise TheoryUnavailable(f"moment_samples = {cfg.moment_samples}: Monte Carlo input "
@@ -149,7 +150,9 @@ def check_moments_theory_applies(cfg) -> None:
 def _latent_mean_text(cfg) -> str:
     """‖E c‖ of the first seed where it is cheap to know exactly, else "E c"."""
     from fastsgd.matched import matched_law
-    from fastsgd.problem import seed_draws
+    from fastsgd.problem import config_data_law, seed_draws
+    if cfg.latent_data is not None:
+        return f"‖E c‖ = {float(np.linalg.norm(config_data_law(cfg).mean)):.3g}"
     if cfg.standardize == "sample" and cfg.matched_method == "monte_carlo":
         return "E c"
     mixture = seed_draws(cfg, cfg.first_seed_index).mixture
@@ -325,9 +328,19 @@ def run_ode_curves(run, *, dt: float | None = None, method: str = DEFAULT_METHOD
     return ode_curves(run, integrate_run(run, dt=dt, method=method))
 
 
+def _check_same_data(run, other) -> None:
+    """Refuse to compare runs made from two contents of data latents (docs/model.md §11.1)."""
+    a, b = run.config.latent_data_sha256, other.config.latent_data_sha256
+    if a is not None and b is not None and a != b:
+        raise ValueError(f"{other.path} was made from other latent data than {run.path} "
+                         f"(content hash {b[:12]}… against {a[:12]}…): refusing to compare "
+                         "runs of two data sets")
+
+
 def reference_curves(run, reference) -> TheoryCurves:
     """A reference run (e.g. the Gaussian-latent run, sample_seed = seed + 1), paired by seed
     index with ``run``."""
+    _check_same_data(run, reference)
     rows = {int(s): i for i, s in enumerate(reference.seed_index)}
     missing = [int(s) for s in run.seed_index if int(s) not in rows]
     if missing:

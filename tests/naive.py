@@ -117,6 +117,15 @@ class Latents:
 
     def __init__(self, cfg, means, p, seed_index=0):
         self.cfg, self.means, self.p, self.seed_index = cfg, means, p, seed_index
+        if cfg.latent_data is not None:
+            self.data_rows = data_rows(cfg)
+            if cfg.latent == "matched_gaussian":
+                Z = self.data_rows
+                mean = np.zeros(cfg.D) if cfg.standardize in ("population", "whiten") \
+                    else Z.mean(0)
+                cov = np.eye(cfg.D) if cfg.standardize == "whiten" else np.cov(Z.T, bias=True)
+                self.matched_mean, self.matched_root = mean, psd_root(cov)
+            return
         D, B = cfg.D, cfg.block_size
         self.mu_bar = p @ means
         self.s = np.sqrt(1 + p @ (means - self.mu_bar) ** 2)
@@ -170,8 +179,11 @@ class Latents:
             u = -u
         return u
 
-    def draw(self, rng_latent, rng_labels):
+    def draw(self, rng_latent, rng_labels, rng_rows):
         cfg = self.cfg
+        if cfg.latent == "data":   # a row with replacement, J = min(⌊uP⌋, P − 1) (§11.1)
+            P = self.data_rows.shape[0]
+            return self.data_rows[min(int(rng_rows.random() * P), P - 1)]
         if cfg.latent == "matched_gaussian":
             return self.matched_mean + self.matched_root @ rng_latent.standard_normal(cfg.D)
         D, B, m = cfg.D, cfg.block_size, cfg.m
@@ -193,6 +205,28 @@ class Latents:
         if kind == "whiten":
             return self.whitening @ (c - self.mu_bar)
         return c
+
+
+def data_rows(cfg):
+    """The rows of cfg's data file (.npy or FILE.h5:DATASET) after its standardization by the
+    data's own moments (docs/model.md §11.2): sample per row, population per column, whiten by
+    the inverse square root of the covariance (1/P throughout)."""
+    location = cfg.latent_data
+    if ".h5:" in location:
+        import h5py
+        path, name = location.split(".h5:")
+        with h5py.File(path + ".h5", "r") as fh:
+            X = np.asarray(fh[name][()], dtype=float)
+    else:
+        X = np.load(location).astype(float)
+    kind = cfg.standardize
+    if kind == "sample":
+        return (X - X.mean(1)[:, None]) / X.std(1)[:, None]
+    if kind == "population":
+        return (X - X.mean(0)) / X.std(0)
+    if kind == "whiten":
+        return (X - X.mean(0)) @ psd_root(np.cov(X.T, bias=True), -0.5)
+    return X
 
 
 def shape(a):
@@ -240,7 +274,8 @@ def simulate(cfg, seed_index=0, trace=False, input_mean=None):
 
     # test set, drawn once: latents (P, D), label uniforms (P, D/B), ξ (P, N)
     r_tl, r_tlab, r_txi = gen(ent, s, 5, 0), gen(ent, s, 5, 1), gen(ent, s, 5, 2)
-    Ct = np.stack([latents.draw(r_tl, r_tlab) for _ in range(cfg.test_size)])
+    r_trows = gen(ent, s, 5, 3)
+    Ct = np.stack([latents.draw(r_tl, r_tlab, r_trows) for _ in range(cfg.test_size)])
     Ut = Ct @ F.T / math.sqrt(D)
     Xt = inputs(Ut, r_txi.standard_normal((cfg.test_size, N)) if eq else None)
     nut = Ct @ Wt.T / math.sqrt(D)
@@ -272,7 +307,7 @@ def simulate(cfg, seed_index=0, trace=False, input_mean=None):
     grid = np.unique(np.concatenate([[0], np.rint(log_points)]).astype(np.int64))
     records = {}
     r_lat, r_lab = gen(ent, s, 4, 0), gen(ent, s, 4, 1)
-    r_noise, r_xi = gen(ent, s, 4, 2), gen(ent, s, 4, 3)
+    r_noise, r_xi, r_rows = gen(ent, s, 4, 2), gen(ent, s, 4, 3), gen(ent, s, 4, 4)
     traces = {"yhat": [], "lam": [], "w": [], "v": []}
     grid_steps = set(grid.tolist())
     for mu in range(cfg.steps + 1):
@@ -281,7 +316,7 @@ def simulate(cfg, seed_index=0, trace=False, input_mean=None):
                 records.setdefault(key, []).append(value)
         if mu == cfg.steps:
             break
-        c = latents.draw(r_lat, r_lab)
+        c = latents.draw(r_lat, r_lab, r_rows)
         u = F @ c / math.sqrt(D)
         x = inputs(u, r_xi.standard_normal(N) if eq else None)
         nu = Wt @ c / math.sqrt(D)

@@ -66,7 +66,7 @@ def test_build_problem_draws_in_the_documented_stream_order(values, s):
     ent = cfg.sample_entropy
     latents = naive.Latents(cfg, means, weights)
     r_latent, r_labels = stream(ent, s, 5, 0), stream(ent, s, 5, 1)
-    C = np.stack([latents.draw(r_latent, r_labels) for _ in range(P)])
+    C = np.stack([latents.draw(r_latent, r_labels, stream(ent, s, 5, 3)) for _ in range(P)])
     U = C @ F.T / math.sqrt(D)
     nu = C @ teacher.T / math.sqrt(D)
     np.testing.assert_allclose(problem.test_nu, nu, rtol=1e-12, atol=1e-12)

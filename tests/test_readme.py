@@ -46,7 +46,7 @@ def test_every_fastsgd_command_of_the_readme_parses(argv):
 
 #: Positional and option arguments that name a file the command reads.
 READS = {"ode": (0,), "compare": (0, 1), "plot": (0,), "sweep": (0,)}
-READ_OPTIONS = ("--floor", "--reference")
+READ_OPTIONS = ("--floor", "--reference", "--latent-data")
 
 
 def _outputs_and_inputs(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -19,10 +19,11 @@ import pytest
 import naive
 from analysis.activations import ACTIVATION_CODES, FOLD_CODES, folding_coefficients
 from cases import case_id, pairwise_cases
+from synthetic_data import SYNTHETIC, synthetic_file
 from fastsgd import SimConfig, simulate
 from fastsgd.problem import build_problem, latents_to_fields
 from fastsgd.runner import GEN_BLOCK
-from fastsgd.sampling import fill_standard_normal, sample_latent
+from fastsgd.sampling import draw_latents, fill_standard_normal
 from fastsgd.sgd import (DIVERGENCE_BOUND, INPUT_MODEL_CODES, INPUT_MODELS, sgd_buffers,
                          sgd_parameters, sgd_steps)
 from fastsgd.streams import SeedStreams
@@ -51,6 +52,15 @@ EXTRA_CASES = [
     dict(f="relu", g="erf", center_inputs=True, moment_samples=20_000),
     dict(f="sign", g="relu", m=3, standardize="none", latent="matched_gaussian",
          center_inputs=True, train_second_layer=False),
+    # data latents (§11): rows of the synthetic data set under each standardization, its
+    # matched twin, centred inputs (E x a sum over the rows)
+    dict(f="sign", g="erf", latent="data", latent_data=SYNTHETIC),
+    dict(f="erf", g="relu", latent="data", latent_data=SYNTHETIC, standardize="sample"),
+    dict(f="tanh", g="erf", latent="data", latent_data=SYNTHETIC, standardize="population",
+         center_inputs=True, train_second_layer=False),
+    dict(f="sign", g="linear", latent="data", latent_data=SYNTHETIC, standardize="whiten"),
+    dict(f="erf", g="erf", latent="matched_gaussian", latent_data=SYNTHETIC,
+         standardize="population"),
 ]
 
 
@@ -60,6 +70,8 @@ def make_config(case: dict, **extra) -> SimConfig:
     if values.get("m", 1) > 1:
         values.setdefault("alpha", 1.5)
     values.update(extra)
+    if values.get("latent_data") == SYNTHETIC:
+        values["latent_data"] = synthetic_file()
     return SimConfig(**values)
 
 
@@ -97,7 +109,8 @@ def test_every_step_matches_reference(case):
                             input_model=cfg.input_model, input_mean=problem.input_mean)
     buffers = sgd_buffers(GEN_BLOCK, cfg.N, cfg.K, equivalent)
     for block_start in range(0, steps, GEN_BLOCK):
-        sample_latent(streams.train_latent, streams.train_labels, latent, problem.law)
+        draw_latents(problem.law, streams.train_latent, streams.train_labels,
+                     streams.train_rows, latent)
         U = latents_to_fields(latent, problem.generator, problem.offset)
         if equivalent:
             fill_standard_normal(streams.train_xi, buffers.xi)

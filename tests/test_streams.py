@@ -2,7 +2,7 @@
 
 fastsgd/streams.py: every stream is the child of ``SeedSequence(entropy)`` at its spawn key,
 i.e. the Generator that ``SeedSequence(entropy).spawn`` gives at that position; the keys are
-those of the table in §3.3, (s,0) … (s,3) for the problem and (s,4,0) … (s,5,2) for the data;
+those of the table in §3.3, (s,0) … (s,3) for the problem and (s,4,0) … (s,5,3) for the data;
 and ``sample_entropy`` (``sample_seed``, else ``seed``) feeds the data streams (s,4,·), (s,5,·)
 only.
 """
@@ -35,6 +35,8 @@ TABLE = {
     "test_xi": ((5, 2), True),
     "matched_moments": ((6, 0), False),
     "input_moments": ((6, 1), False),
+    "train_rows": ((4, 4), True),     # data latents (§11.1), appended
+    "test_rows": ((5, 3), True),
 }
 
 
@@ -55,7 +57,8 @@ def test_every_field_of_the_table_and_nothing_else():
     assert (st.FEATURES, st.TEACHER, st.MIXTURE, st.STUDENT, st.TRAIN, st.TEST,
             st.MOMENTS) == tuple(range(7))
     assert (st.MATCHED_LAW, st.INPUT_MOMENTS) == (0, 1)
-    assert (st.LATENT, st.LABELS, st.NOISE, st.XI) == tuple(range(4))
+    assert (st.LATENT, st.LABELS, st.NOISE, st.XI, st.TRAIN_ROWS) == tuple(range(5))
+    assert (st.TEST_LATENT, st.TEST_LABELS, st.TEST_XI, st.TEST_ROWS) == tuple(range(4))
 
 
 @pytest.mark.parametrize("s", [0, 3, 17])

@@ -1,0 +1,385 @@
+"""Latents read from data (docs/model.md §11): a file of latent vectors, validated, hashed and
+standardized by its own empirical moments.
+
+A data latent is a row of a (P, D) array, drawn with replacement (fastsgd/sampling.py,
+:func:`~fastsgd.sampling.draw_data_rows`). The law sampled is the data's empirical law, so its
+moments are known exactly: the standardizations use them (:func:`standardize_data`), the matched
+twin is the Gaussian with them (:func:`data_matched_law`) and the moments theory sums over the
+rows (fastsgd/input_law.py).
+
+The file is named by a *location*: ``PATH.npy`` (a NumPy array) or ``PATH.h5:DATASET`` (a dataset
+of an HDF5 file; ``:DATASET`` may be left out when the file holds exactly one 2-D dataset). A
+configuration keeps the location, the shape and a hash of the content
+(:func:`content_hash`); a run refuses a file whose content no longer has that hash
+(:func:`data_law`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+#: File suffixes read as HDF5 (anything else must be a .npy file).
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+#: Whitening refuses a covariance whose smallest eigenvalue is at most this fraction of the
+#: largest (a numerically singular covariance: constant pixels, dependent columns).
+SINGULAR_RATIO = 1e-10
+#: A column (population) or row (sample) whose standard deviation is at most this fraction of the
+#: largest is constant: it cannot be scaled to variance 1.
+CONSTANT_RATIO = 1e-12
+#: The prefix of every content hash (bump it if the hashed bytes ever change).
+HASH_PREFIX = b"fastsgd latent data v1\n"
+#: Distinct (file, standardization) laws kept in memory by :func:`data_law`.
+CACHE_SIZE = 4
+
+
+class LatentDataError(ValueError):
+    """A latent-data file that cannot be used; the message is one line that says why."""
+
+
+def minimum_rows(D: int) -> int:
+    """Rows a data file needs: D + 1, the fewest whose empirical covariance can have rank D."""
+    return D + 1
+
+
+def split_location(location: str) -> tuple[str, str | None]:
+    """(file path, HDF5 dataset or None) of ``PATH.npy``, ``PATH.h5`` or ``PATH.h5:DATASET``."""
+    for suffix in HDF5_SUFFIXES:
+        marker = suffix + ":"
+        at = location.lower().rfind(marker)
+        if at >= 0:
+            return location[:at + len(suffix)], location[at + len(marker):] or None
+    return location, None
+
+
+def absolute_location(location: str, folder: str | os.PathLike | None = None) -> str:
+    """The location with an absolute file path (the dataset part unchanged); a relative path
+    is taken relative to ``folder`` (default: the working directory)."""
+    path, dataset = split_location(os.fspath(location))
+    path = os.path.expanduser(path)
+    if folder is not None and not os.path.isabs(path):
+        path = os.path.join(os.fspath(folder), path)
+    path = os.path.abspath(path)
+    return path if dataset is None else f"{path}:{dataset}"
+
+
+def _is_hdf5(path: str) -> bool:
+    return path.lower().endswith(HDF5_SUFFIXES)
+
+
+def _two_dimensional_datasets(fh) -> list[str]:
+    import h5py
+    names: list[str] = []
+    fh.visititems(lambda name, obj: names.append(name)
+                  if isinstance(obj, h5py.Dataset) and obj.ndim == 2 else None)
+    return names
+
+
+def _read_hdf5(path: str, dataset: str | None) -> np.ndarray:
+    import h5py
+    try:
+        with h5py.File(path, "r") as fh:
+            if dataset is None:
+                names = _two_dimensional_datasets(fh)
+                if len(names) != 1:
+                    found = ", ".join(names[:8]) or "none"
+                    raise LatentDataError(f"{path} holds {len(names)} 2-D datasets ({found}): "
+                                          f"name one as {path}:DATASET")
+                dataset = names[0]
+            if dataset not in fh or not isinstance(fh[dataset], h5py.Dataset):
+                raise LatentDataError(f"{path} has no dataset {dataset!r}")
+            return fh[dataset][()]
+    except OSError as exc:
+        raise LatentDataError(f"{path} cannot be read as HDF5 ({exc})") from None
+
+
+def _read_npy(path: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:   # object arrays (pickles), or not a .npy file at all
+        raise LatentDataError(f"{path} is not a numeric .npy array ({exc})") from None
+    except OSError as exc:
+        raise LatentDataError(f"{path} cannot be read ({exc.strerror or exc})") from None
+
+
+def read_array(location: str) -> np.ndarray:
+    """The array at ``location`` as float64, C-contiguous: checked to exist, to be numeric
+    (integers or floats), 2-D and finite. Raises :class:`LatentDataError`."""
+    path, dataset = split_location(location)
+    if not os.path.isfile(path):
+        raise LatentDataError(f"{path} does not exist (or is not a file)")
+    raw = _read_hdf5(path, dataset) if _is_hdf5(path) else _read_npy(path)
+    raw = np.asarray(raw)
+    if raw.dtype.kind not in "iuf":
+        raise LatentDataError(f"{location} holds {raw.dtype} values; latent vectors must be "
+                              "integers or floats")
+    if raw.ndim != 2:
+        raise LatentDataError(f"{location} is {raw.ndim}-D with shape {raw.shape}; it must be a "
+                              "2-D array of shape (P, D), one latent vector per row")
+    array = np.ascontiguousarray(raw, dtype=np.float64)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise LatentDataError(f"{location} has {int(bad.sum())} non-finite entries (NaN or "
+                              f"inf), the first at row {row}, column {column}")
+    return array
+
+
+def content_hash(array: np.ndarray) -> str:
+    """SHA-256 (hex) of the array's shape and float64 values (little-endian, C order): the
+    same numbers give the same hash whatever file format holds them."""
+    values = np.ascontiguousarray(array, dtype="<f8")
+    digest = hashlib.sha256(HASH_PREFIX)
+    digest.update(np.asarray(values.shape, dtype="<i8").tobytes())
+    digest.update(memoryview(values).cast("B"))
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A checked latent-data file: its absolute location, values, shape and content hash."""
+
+    location: str
+    array: np.ndarray
+    sha256: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(int(n) for n in self.array.shape)
+
+
+def check_shape(shape: tuple[int, int], D: int, location: str) -> None:
+    """The file's columns are D and its rows at least :func:`minimum_rows` (D)."""
+    if shape[1] != D:
+        raise LatentDataError(f"{location} has {shape[1]} columns, so D must be {shape[1]} "
+                              f"(got D = {D})")
+    if shape[0] < minimum_rows(D):
+        raise LatentDataError(f"{location} has {shape[0]} rows; its covariance needs at least "
+                              f"D + 1 = {minimum_rows(D)}")
+
+
+# ------------------------------------------------------------------ standardization
+@dataclass(frozen=True)
+class DataLaw:
+    """The empirical law of a data file's rows after a standardization (docs/model.md §11.2).
+
+    Attributes
+    ----------
+    rows : (P, D) the standardized rows; a latent is one of them, drawn uniformly.
+    mean : (D,) the law's mean (exact zeros for population and whiten).
+    covariance : (D, D) the law's covariance, 1/P normalisation (the identity for whiten, the
+        data's correlation matrix for population).
+    standardize : the standardization applied.
+    """
+
+    rows: np.ndarray
+    mean: np.ndarray
+    covariance: np.ndarray
+    standardize: str
+
+
+def _centred_moments(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (1/P) of the rows."""
+    mean = array.mean(axis=0)
+    centred = array - mean
+    covariance = centred.T @ centred / array.shape[0]
+    return mean, (covariance + covariance.T) / 2
+
+
+def _constant(std: np.ndarray) -> np.ndarray:
+    return std <= CONSTANT_RATIO * max(float(std.max(initial=0.0)), np.finfo(float).tiny)
+
+
+def _sample_standardized(array: np.ndarray) -> np.ndarray:
+    """Each row c ← (c − c̄)/s over its own coordinates, 1/D normalisation (§2.2)."""
+    centred = array - array.mean(axis=1, keepdims=True)
+    std = np.sqrt(np.mean(centred * centred, axis=1))
+    constant = _constant(std)
+    if constant.any():
+        raise LatentDataError(f"{int(constant.sum())} rows of the data are constant (the first "
+                              f"is row {int(np.flatnonzero(constant)[0])}): sample "
+                              "standardization cannot scale them to variance 1")
+    return centred / std[:, None]
+
+
+def _population_standardized(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """c_r ← (c_r − μ̂_r)/ŝ_r with the data's column means and standard deviations (1/P); and
+    the standardized covariance, the data's correlation matrix."""
+    mean, covariance = _centred_moments(array)
+    std = np.sqrt(np.diag(covariance))
+    constant = _constant(std)
+    if constant.any():
+        raise LatentDataError(f"{int(constant.sum())} columns of the data are constant (the "
+                              f"first is column {int(np.flatnonzero(constant)[0])}): "
+                              "population standardization cannot scale them to variance 1")
+    inv = 1.0 / std
+    return (array - mean) * inv, covariance * np.outer(inv, inv)
+
+
+def whitening_matrix(covariance: np.ndarray) -> np.ndarray:
+    """Σ̂^{−1/2} (symmetric) of a covariance whose eigenvalues all exceed SINGULAR_RATIO times
+    the largest; a numerically singular one is refused (no pseudo-inverse: a whitened latent
+    has covariance I exactly, so its matched twin is N(0, I))."""
+    values, vectors = np.linalg.eigh(covariance)
+    top = float(values[-1])
+    if not values[0] > SINGULAR_RATIO * top:
+        small = int(np.sum(values <= SINGULAR_RATIO * top))
+        raise LatentDataError(f"the data's covariance is numerically singular ({small} of "
+                              f"{values.shape[0]} eigenvalues ≤ {SINGULAR_RATIO:g} × the "
+                              f"largest, {top:.3g}): whiten needs full rank; drop constant or "
+                              "dependent columns, or use population")
+    return (vectors / np.sqrt(values)) @ vectors.T
+
+
+def standardize_data(array: np.ndarray, standardize: str) -> DataLaw:
+    """The data's empirical law after ``standardize`` (docs/model.md §11.2), by its own
+    empirical moments: none (as is), sample (per row), population (per column, by the column
+    means and standard deviations) or whiten ((c − μ̂)Σ̂^{−1/2}). Raises
+    :class:`LatentDataError` where the standardization cannot apply."""
+    D = array.shape[1]
+    if standardize == "none":
+        mean, covariance = _centred_moments(array)
+        return DataLaw(array, mean, covariance, standardize)
+    if standardize == "sample":
+        rows = _sample_standardized(array)
+        mean, covariance = _centred_moments(rows)
+        return DataLaw(rows, mean, covariance, standardize)
+    if standardize == "population":
+        rows, covariance = _population_standardized(array)
+        return DataLaw(rows, np.zeros(D), covariance, standardize)
+    if standardize == "whiten":
+        mean, covariance = _centred_moments(array)
+        rows = (array - mean) @ whitening_matrix(covariance)
+        return DataLaw(rows, np.zeros(D), np.eye(D), standardize)
+    raise ValueError(f"standardize must be none, sample, population or whiten, got "
+                     f"{standardize!r}")
+
+
+# ------------------------------------------------------------------ files of a configuration
+_FILES: OrderedDict = OrderedDict()
+_LAWS: OrderedDict = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def _remember(cache: OrderedDict, key, value):
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
+    return value
+
+
+def open_data(location: str) -> DataFile:
+    """The checked file at ``location`` (read again only when its size or modification time
+    changed); raises :class:`LatentDataError`."""
+    location = absolute_location(location)
+    path, _ = split_location(location)
+    try:
+        info = os.stat(path)
+    except OSError:
+        raise LatentDataError(f"{path} does not exist (or is not a file)") from None
+    key = (location, info.st_size, info.st_mtime_ns)
+    with _LOCK:
+        if key in _FILES:
+            return _FILES[key]
+    array = read_array(location)
+    array.setflags(write=False)
+    data = DataFile(location, array, content_hash(array))
+    with _LOCK:
+        return _remember(_FILES, key, data)
+
+
+def checked_data(location: str, sha256: str) -> DataFile:
+    """The file at ``location``, refused if its content's hash is not ``sha256`` (the file
+    changed since the configuration was made)."""
+    data = open_data(location)
+    if data.sha256 != sha256:
+        raise LatentDataError(f"{data.location} has changed since this configuration was made "
+                              f"(content hash {data.sha256[:12]}…, the configuration's "
+                              f"{sha256[:12]}…): refusing to mix runs of two data sets")
+    return data
+
+
+def data_law(location: str, sha256: str, standardize: str) -> DataLaw:
+    """The standardized empirical law of the file at ``location`` whose content hash must be
+    ``sha256``; computed once per process for each (file, standardization)."""
+    data = checked_data(location, sha256)
+    key = (data.location, data.sha256, standardize)
+    with _LOCK:
+        if key in _LAWS:
+            return _LAWS[key]
+    law = standardize_data(data.array, standardize)
+    for array in (law.rows, law.mean, law.covariance):
+        array.setflags(write=False)
+    with _LOCK:
+        return _remember(_LAWS, key, law)
+
+
+def describe(location: str, D: int, standardize: str) -> DataFile:
+    """Check a new configuration's data file: readable, numeric, finite, 2-D, D columns, at
+    least D + 1 rows, and ``standardize`` applicable. Returns the file (location made
+    absolute)."""
+    data = open_data(location)
+    check_shape(data.shape, D, data.location)
+    data_law(data.location, data.sha256, standardize)
+    return data
+
+
+def save_latents(array: np.ndarray, path: str, overwrite: bool = False) -> str:
+    """Write latent vectors to ``path``: ``.npy``, or an HDF5 file (dataset ``latents``).
+    Without ``overwrite`` the file is created exclusively (FileExistsError if it exists, even if
+    made a moment ago); with it, written under a temporary name beside ``path`` and renamed over
+    it, so an existing file is intact until the new one is complete. Returns the absolute
+    path."""
+    import tempfile
+    path = os.path.abspath(path)
+    folder, name = os.path.split(path)
+    target = path
+    if overwrite:
+        handle, target = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        os.close(handle)
+        os.remove(target)
+    try:
+        if _is_hdf5(path):
+            import h5py
+            with h5py.File(target, "x") as fh:
+                fh.create_dataset("latents", data=array, track_order=False)
+        else:
+            with open(target, "xb") as fh:
+                np.save(fh, array, allow_pickle=False)
+    except BaseException:
+        if overwrite and os.path.exists(target):
+            os.remove(target)
+        raise
+    if overwrite:
+        os.replace(target, path)
+    return path
+
+
+def is_sha256(text) -> bool:
+    """Whether ``text`` is a SHA-256 hex digest (64 lower-case hex digits)."""
+    return (isinstance(text, str) and len(text) == 64
+            and all(ch in "0123456789abcdef" for ch in text))
+
+
+def summary(law: DataLaw) -> dict:
+    """The moments a user checks a data law by: shape, mean and variance ranges, covariance
+    eigenvalue range, and the excess kurtosis of the coordinates (median, max |·|)."""
+    rows = law.rows
+    centred = rows - law.mean
+    variance = np.diag(law.covariance)
+    eigenvalues = np.linalg.eigvalsh(law.covariance)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kurtosis = np.mean(centred ** 4, axis=0) / variance ** 2 - 3.0
+    finite = kurtosis[np.isfinite(kurtosis)]
+    return {"shape": rows.shape, "mean_range": (float(law.mean.min()), float(law.mean.max())),
+            "variance_range": (float(variance.min()), float(variance.max())),
+            "eigenvalue_range": (float(eigenvalues[0]), float(eigenvalues[-1])),
+            "excess_kurtosis_median": float(np.median(finite)) if finite.size else math.nan,
+            "excess_kurtosis_max_abs": float(np.abs(finite).max()) if finite.size else math.nan}
