@@ -83,8 +83,10 @@ def _two_dimensional_datasets(fh) -> list[str]:
 
 def _read_hdf5(path: str, dataset: str | None) -> np.ndarray:
     import h5py
+
+    from fastsgd.io import open_for_reading   # no file locking: many jobs read one data file
     try:
-        with h5py.File(path, "r") as fh:
+        with open_for_reading(path) as fh:
             if dataset is None:
                 names = _two_dimensional_datasets(fh)
                 if len(names) != 1:

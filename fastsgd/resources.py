@@ -84,10 +84,20 @@ def file_bytes(cfg: SimConfig) -> int:
     return sum(sizes) + 64 * 1024 + 2048 * len(sizes)
 
 
+def data_bytes(cfg: SimConfig) -> int:
+    """Bytes of a data latent's file, shared by every seed (docs/model.md §11): its values and
+    standardized rows (P·D each), its covariance and whitening matrix (D² each)."""
+    if cfg.latent_data is None:
+        return 0
+    P, D = cfg.latent_data_shape
+    return 8 * (2 * P * D + 2 * D * D)
+
+
 def memory_needed(cfg: SimConfig, threads: int) -> int:
-    """Peak bytes of a run: its concurrent seeds and the largest dataset (made whole at
-    creation), or the whole file loaded when it ends, whichever is more."""
-    return max(threads * memory_per_seed(cfg) + max(_dataset_bytes(cfg)), file_bytes(cfg))
+    """Peak bytes of a run: its concurrent seeds, a data latent's file and the largest dataset
+    (made whole at creation), or the whole file loaded when it ends, whichever is more."""
+    return max(threads * memory_per_seed(cfg) + data_bytes(cfg) + max(_dataset_bytes(cfg)),
+               file_bytes(cfg))
 
 
 def check_resources(cfg: SimConfig, threads: int, folder: Path | None = None) -> None:
@@ -97,13 +107,14 @@ def check_resources(cfg: SimConfig, threads: int, folder: Path | None = None) ->
     available = available_memory()
     if available is not None and need > available:
         per_seed = memory_per_seed(cfg)
-        fits = (max(available - max(_dataset_bytes(cfg)), 0) // per_seed
+        fits = (max(available - max(_dataset_bytes(cfg)) - data_bytes(cfg), 0) // per_seed
                 if file_bytes(cfg) <= available else 0)
         raise ConfigError(
             "threads", f"at most {fits} concurrent seed(s)", threads,
             message=f"memory: {threads} concurrent seed(s) need {need / GIB:.2f} GiB "
                     f"({per_seed / GIB:.2f} GiB each: F, the test set, FᵀF/N, the spectral "
-                    f"densities; the run file loaded at the end {file_bytes(cfg) / GIB:.2f} GiB) "
+                    f"densities; the run file loaded at the end {file_bytes(cfg) / GIB:.2f} GiB; "
+                    f"the latent data {data_bytes(cfg) / GIB:.2f} GiB) "
                     f"but {available / GIB:.2f} GiB are available; lower threads, N, D, K, "
                     "test_size, records or seeds")
     if folder is not None:

@@ -463,9 +463,9 @@ def test_the_data_study_grid(tmp_path):
     shutil.copy(root / "universality_data.toml", tmp_path / "examples")
     save_latents(make_latents("patches"), str(tmp_path / "data" / "patches.npy"))
     cells, ode = read_grid(tmp_path / "examples" / "universality_data.toml")
-    assert len(cells) == 8 and ode["theory"] == ["hmm", "moments"]
+    assert len(cells) == 16 and ode["theory"] == ["hmm", "moments"]
     assert {c.config.latent_data for c in cells} == {str(tmp_path / "data" / "patches.npy")}
-    # 8 cells, one N(0, I) floor and reference, matched floors and references of none, sample
-    # (with and without centring) and population (centring is x − 0 for its symmetric twin);
-    # whiten's matched twin is N(0, I)
-    assert len({job.name for c in cells for job in c.jobs}) == 20
+    # per N: 8 cells, one N(0, I) floor and reference, matched floors and references of none,
+    # sample (with and without centring) and population (centring is x − 0 for its symmetric
+    # twin); whiten's matched twin is N(0, I)
+    assert len({job.name for c in cells for job in c.jobs}) == 2 * 20

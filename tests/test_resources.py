@@ -153,3 +153,21 @@ def test_check_disk_refuses_a_file_larger_than_the_free_space(monkeypatch, tmp_p
     with pytest.raises(ConfigError):
         fastsgd.simulate(cfg, out=tmp_path / "r.h5")
     assert list(tmp_path.iterdir()) == [] and real.f_bavail > 0
+
+
+def test_memory_counts_a_data_latent_once(monkeypatch, tmp_path):
+    """A data latent's file (values and standardized rows, covariance and whitening matrix) is
+    shared by the seeds: counted once, and refused when it does not fit (docs/model.md §11)."""
+    import numpy as np
+
+    from fastsgd.resources import data_bytes
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((300, 32)))
+    cfg = SimConfig(N=64, D=32, test_size=50, seeds=2, latent="data",
+                    latent_data=str(tmp_path / "x.npy"))
+    assert data_bytes(cfg) == 8 * (2 * 300 * 32 + 2 * 32 * 32)
+    assert data_bytes(SimConfig()) == 0
+    plain = cfg.replace(latent="mixture", latent_data=None)
+    assert memory_needed(cfg, 2) - memory_needed(plain, 2) == data_bytes(cfg)
+    monkeypatch.setattr(resources, "available_memory", lambda: memory_needed(cfg, 1) - 1)
+    with pytest.raises(ConfigError, match=r"the latent data 0\.00 GiB"):
+        check_resources(cfg, 1)
