@@ -23,11 +23,11 @@ from universality_report import num, read
 
 def cell_table(rows: list[dict], title: str) -> None:
     print(f"{title}: d̄ ± s.e.m. of eg_mc (✗ deviates by §6's rule)\n")
-    print("| standardize | centred | vs N(0, I) ODE | its floor | vs N(0, I) reference | its floor"
-          " | vs matched twin | its floor | vs moments ODE | its floor | class (Holm) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| N | standardize | centred | vs N(0, I) ODE | its floor | vs N(0, I) reference | its "
+          "floor | vs matched twin | its floor | vs moments ODE | its floor | class (Holm) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['standardize']} | {r['center_inputs']} | "
+        print(f"| {r['N']} | {r['standardize']} | {r['center_inputs']} | "
               f"{pm(r, 'eg_dev_ode')}{mark(r['verdict'])} | {pm(r, 'floor_ode')} | "
               f"{pm(r, 'eg_dev_ref')}{mark(r['verdict_ref'])} | {pm(r, 'floor_ref')} | "
               f"{pm(r, 'eg_dev_matched')}{mark(r['verdict_matched'])} | "
@@ -39,19 +39,19 @@ def cell_table(rows: list[dict], title: str) -> None:
 def shape_table(rows: list[dict]) -> None:
     print("Field shape per cell: excess kurtosis of the teacher field ν₀ on the test set, the "
           "most extreme over the teacher's fields, and of the student fields at the end\n")
-    print("| standardize | centred | ν₀ | most extreme ν | λ at t_max |")
-    print("|---|---|---|---|---|")
+    print("| N | standardize | centred | ν₀ | most extreme ν | λ at t_max |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['standardize']} | {r['center_inputs']} | {num(r['nu0_kurtosis']):.3g} | "
+        print(f"| {r['N']} | {r['standardize']} | {r['center_inputs']} | "
+              f"{num(r['nu0_kurtosis']):.3g} | "
               f"{num(r['nu_kurtosis_extreme']):.3g} | {num(r['lambda_kurtosis_end']):.3g} |")
     print()
 
 
 def main(folders: list[str]) -> None:
     for folder in folders:
-        rows = read(Path(folder) / "summary.csv")
-        cell_table(rows, f"{folder} (N = {rows[0]['N']}, D = {rows[0]['D']}, "
-                         f"{rows[0]['seeds']} seeds)")
+        rows = read(Path(folder))
+        cell_table(rows, f"{folder} (D = {rows[0]['D']}, {rows[0]['seeds']} seeds)")
         shape_table(rows)
 
 

@@ -35,6 +35,8 @@ SINGULAR_RATIO = 1e-10
 CONSTANT_RATIO = 1e-12
 #: The prefix of every content hash (bump it if the hashed bytes ever change).
 HASH_PREFIX = b"fastsgd latent data v1\n"
+#: The first bytes of every .npy file.
+NPY_MAGIC = b"\x93NUMPY"
 #: Distinct (file, standardization) laws kept in memory by :func:`data_law`.
 CACHE_SIZE = 4
 
@@ -103,9 +105,16 @@ def _read_hdf5(path: str, dataset: str | None) -> np.ndarray:
 
 def _read_npy(path: str) -> np.ndarray:
     try:
+        with open(path, "rb") as fh:
+            header = fh.read(len(NPY_MAGIC))
+        if header != NPY_MAGIC:
+            raise LatentDataError(f"{path} is not a .npy file (no NumPy header); give a .npy "
+                                  "array or an HDF5 dataset")
         return np.load(path, allow_pickle=False)
-    except ValueError as exc:   # object arrays (pickles), or not a .npy file at all
-        raise LatentDataError(f"{path} is not a numeric .npy array ({exc})") from None
+    except LatentDataError:
+        raise
+    except ValueError as exc:   # an array of Python objects: stored as a pickle
+        raise LatentDataError(f"{path} holds Python objects, not numbers ({exc})") from None
     except OSError as exc:
         raise LatentDataError(f"{path} cannot be read ({exc.strerror or exc})") from None
 
@@ -204,9 +213,9 @@ def _sample_standardized(array: np.ndarray) -> np.ndarray:
     std = np.sqrt(np.mean(centred * centred, axis=1))
     constant = _constant(std)
     if constant.any():
-        raise LatentDataError(f"{int(constant.sum())} rows of the data are constant (the first "
-                              f"is row {int(np.flatnonzero(constant)[0])}): sample "
-                              "standardization cannot scale them to variance 1")
+        raise LatentDataError(f"{int(constant.sum())} row(s) are constant (the first is row "
+                              f"{int(np.flatnonzero(constant)[0])}): sample standardization "
+                              "cannot scale them to variance 1")
     return centred / std[:, None]
 
 
@@ -217,9 +226,9 @@ def _population_standardized(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     std = np.sqrt(np.diag(covariance))
     constant = _constant(std)
     if constant.any():
-        raise LatentDataError(f"{int(constant.sum())} columns of the data are constant (the "
-                              f"first is column {int(np.flatnonzero(constant)[0])}): "
-                              "population standardization cannot scale them to variance 1")
+        raise LatentDataError(f"{int(constant.sum())} column(s) are constant (the first is "
+                              f"column {int(np.flatnonzero(constant)[0])}): population "
+                              "standardization cannot scale them to variance 1")
     inv = 1.0 / std
     return (array - mean) * inv, covariance * np.outer(inv, inv)
 
@@ -232,7 +241,7 @@ def whitening_matrix(covariance: np.ndarray) -> np.ndarray:
     top = float(values[-1])
     if not values[0] > SINGULAR_RATIO * top:
         small = int(np.sum(values <= SINGULAR_RATIO * top))
-        raise LatentDataError(f"the data's covariance is numerically singular ({small} of "
+        raise LatentDataError(f"its covariance is numerically singular ({small} of "
                               f"{values.shape[0]} eigenvalues ≤ {SINGULAR_RATIO:g} × the "
                               f"largest, {top:.3g}): whiten needs full rank; drop constant or "
                               "dependent columns, or use population")
@@ -316,7 +325,10 @@ def data_law(location: str, sha256: str, standardize: str) -> DataLaw:
     with _LOCK:
         if key in _LAWS:
             return _LAWS[key]
-    law = standardize_data(data.array, standardize)
+    try:
+        law = standardize_data(data.array, standardize)
+    except LatentDataError as exc:
+        raise LatentDataError(f"{data.location}: {exc}") from None
     for array in (law.rows, law.mean, law.covariance):
         array.setflags(write=False)
     with _LOCK:

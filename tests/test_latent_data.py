@@ -90,11 +90,11 @@ def test_integers_are_numbers(tmp_path):
 
 @pytest.mark.parametrize("make, words", [
     (lambda p: None, "does not exist"),
-    (lambda p: p.write_text("not an array"), "not a numeric .npy"),
+    (lambda p: p.write_text("not an array"), "is not a .npy file (no NumPy header)"),
     (lambda p: np.save(p, np.array([["a", "b"]] * 20)), "holds <U1 values"),
     (lambda p: np.save(p, np.ones((20, 3), dtype=bool)), "holds bool values"),
     (lambda p: np.save(p, np.ones((20, 3), dtype=complex)), "holds complex128"),
-    (lambda p: np.save(p, np.array([object()] * 3)), "not a numeric .npy"),
+    (lambda p: np.save(p, np.array([object()] * 3)), "holds Python objects, not numbers"),
     (lambda p: np.save(p, np.ones(20)), "1-D with shape (20,)"),
     (lambda p: np.save(p, np.ones((2, 20, 3))), "3-D"),
     (lambda p: np.save(p, np.where(np.eye(20, 3) > 0, np.nan, 1.0)), "3 non-finite entries"),
@@ -107,6 +107,7 @@ def test_bad_files_are_refused_in_one_line(tmp_path, make, words):
     with pytest.raises(LatentDataError) as info:
         read_array(str(path))
     assert words in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).count(str(path)) == 1
 
 
 def test_hdf5_datasets_must_be_named_unless_one(tmp_path):
@@ -179,7 +180,7 @@ def test_what_a_standardization_cannot_scale_is_refused():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 5))
     X[:, 3] = 2.5                                   # a constant column
-    with pytest.raises(LatentDataError, match="1 columns of the data are constant .* column 3"):
+    with pytest.raises(LatentDataError, match=r"1 column\(s\) are constant .* column 3"):
         standardize_data(X, "population")
     with pytest.raises(LatentDataError, match="numerically singular .*1 of 5 eigenvalues"):
         standardize_data(X, "whiten")
@@ -187,7 +188,7 @@ def test_what_a_standardization_cannot_scale_is_refused():
     standardize_data(X, "sample")
     Y = rng.standard_normal((40, 5))
     Y[7] = -1.0                                     # a constant row
-    with pytest.raises(LatentDataError, match="1 rows of the data are constant .* row 7"):
+    with pytest.raises(LatentDataError, match=r"1 row\(s\) are constant .* row 7"):
         standardize_data(Y, "sample")
     Z = rng.standard_normal((40, 5))
     Z[:, 4] = Z[:, 0] + Z[:, 1]                     # dependent columns: rank 4
