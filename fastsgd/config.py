@@ -300,8 +300,19 @@ class SimConfig:
         object.__setattr__(self, "latent_data_shape", data.shape)
         object.__setattr__(self, "latent_data_sha256", data.sha256)
 
+    def _check_data_standardization(self) -> None:
+        """The recorded file, unchanged, can be standardized as this config says (§11.2)."""
+        from fastsgd.latent_data import LatentDataError, data_law
+        try:
+            data_law(self.latent_data, self.latent_data_sha256, self.standardize)
+        except LatentDataError as exc:
+            raise ConfigError("latent_data", "a file this standardization applies to",
+                              message=f"latent_data {exc}") from None
+
     def _check_recorded_latent_data(self) -> None:
-        from fastsgd.latent_data import LatentDataError, check_shape, is_sha256
+        from fastsgd.latent_data import (LatentDataError, absolute_location, check_shape,
+                                         is_sha256)
+        object.__setattr__(self, "latent_data", absolute_location(os.fspath(self.latent_data)))
         if not is_sha256(self.latent_data_sha256):
             raise ConfigError("latent_data_sha256", "a SHA-256 hex digest (64 hex digits)",
                               self.latent_data_sha256)
@@ -408,7 +419,11 @@ class SimConfig:
                 "latent_data_sha256" not in changes:   # another file: read and check it
             data["latent_data_shape"] = data["latent_data_sha256"] = None
         data.update(changes)
-        return SimConfig.from_dict(data)
+        cfg = SimConfig.from_dict(data)
+        if cfg.latent == "data" and cfg.standardize != self.standardize and \
+                cfg.latent_data_sha256 == self.latent_data_sha256 is not None:
+            cfg._check_data_standardization()   # the same file, another standardization
+        return cfg
 
 
 #: Every field's default, read off the dataclass: the one source of the CLI's defaults, the

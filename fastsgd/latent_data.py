@@ -83,7 +83,19 @@ def _two_dimensional_datasets(fh) -> list[str]:
     return names
 
 
-def _read_hdf5(path: str, dataset: str | None) -> np.ndarray:
+def _check_fits(shape: tuple, location: str) -> None:
+    """Refuse, before reading it, a file whose values, their float64 copy and standardized
+    rows (3 × 8·P·D bytes) do not fit in the available memory."""
+    from fastsgd.resources import GIB, available_memory
+    need, available = 3 * 8 * math.prod(shape), available_memory()
+    if available is not None and need > available:
+        raise LatentDataError(f"{location} of shape {tuple(shape)} needs {need / GIB:.2f} GiB "
+                              f"in memory (values, their float64 copy, standardized rows) but "
+                              f"{available / GIB:.2f} GiB are available")
+
+
+def _read_hdf5(path: str, dataset: str | None) -> tuple[np.ndarray, str]:
+    """The dataset's values and its name (the one 2-D dataset where ``dataset`` is None)."""
     import h5py
 
     from fastsgd.io import open_for_reading   # no file locking: many jobs read one data file
@@ -96,10 +108,12 @@ def _read_hdf5(path: str, dataset: str | None) -> np.ndarray:
                     raise LatentDataError(f"{path} holds {len(names)} 2-D datasets ({found}): "
                                           f"name one as {path}:DATASET")
                 dataset = names[0]
-            if dataset not in fh or not isinstance(fh[dataset], h5py.Dataset):
+            node = fh.get(dataset)
+            if not isinstance(node, h5py.Dataset):
                 raise LatentDataError(f"{path} has no dataset {dataset!r}")
-            return fh[dataset][()]
-    except OSError as exc:
+            _check_fits(node.shape, f"{path}:{dataset}")
+            return node[()], dataset
+    except (OSError, KeyError) as exc:   # KeyError: a broken (external) link
         raise LatentDataError(f"{path} cannot be read as HDF5 ({exc})") from None
 
 
@@ -110,22 +124,30 @@ def _read_npy(path: str) -> np.ndarray:
         if header != NPY_MAGIC:
             raise LatentDataError(f"{path} is not a .npy file (no NumPy header); give a .npy "
                                   "array or an HDF5 dataset")
-        return np.load(path, allow_pickle=False)
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+        _check_fits(mapped.shape, path)
+        return np.array(mapped)
     except LatentDataError:
         raise
-    except ValueError as exc:   # an array of Python objects: stored as a pickle
-        raise LatentDataError(f"{path} holds Python objects, not numbers ({exc})") from None
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Python objects" in str(exc):
+            raise LatentDataError(f"{path} holds Python objects, not numbers") from None
+        raise LatentDataError(f"{path} cannot be read as .npy ({exc})") from None
     except OSError as exc:
         raise LatentDataError(f"{path} cannot be read ({exc.strerror or exc})") from None
 
 
-def read_array(location: str) -> np.ndarray:
-    """The array at ``location`` as float64, C-contiguous: checked to exist, to be numeric
-    (integers or floats), 2-D and finite. Raises :class:`LatentDataError`."""
+def _load(location: str) -> tuple[np.ndarray, str]:
+    """The checked float64 array at ``location`` and the location with its HDF5 dataset
+    named (a file's one 2-D dataset where none was given)."""
     path, dataset = split_location(location)
     if not os.path.isfile(path):
         raise LatentDataError(f"{path} does not exist (or is not a file)")
-    raw = _read_hdf5(path, dataset) if _is_hdf5(path) else _read_npy(path)
+    if _is_hdf5(path):
+        raw, dataset = _read_hdf5(path, dataset)
+        location = f"{path}:{dataset}"
+    else:
+        raw = _read_npy(path)
     raw = np.asarray(raw)
     if raw.dtype.kind not in "iuf":
         raise LatentDataError(f"{location} holds {raw.dtype} values; latent vectors must be "
@@ -139,7 +161,13 @@ def read_array(location: str) -> np.ndarray:
         row, column = np.argwhere(bad)[0]
         raise LatentDataError(f"{location} has {int(bad.sum())} non-finite entries (NaN or "
                               f"inf), the first at row {row}, column {column}")
-    return array
+    return array, location
+
+
+def read_array(location: str) -> np.ndarray:
+    """The array at ``location`` as float64, C-contiguous: checked to exist, to be numeric
+    (integers or floats), 2-D and finite. Raises :class:`LatentDataError`."""
+    return _load(location)[0]
 
 
 def content_hash(array: np.ndarray) -> str:
@@ -295,13 +323,14 @@ def open_data(location: str) -> DataFile:
         info = os.stat(path)
     except OSError:
         raise LatentDataError(f"{path} does not exist (or is not a file)") from None
-    key = (location, info.st_size, info.st_mtime_ns)
+    # inode and ctime too: a rewrite that keeps the size and resets the mtime is still seen
+    key = (location, info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
     with _LOCK:
         if key in _FILES:
             return _FILES[key]
-    array = read_array(location)
+    array, resolved = _load(location)
     array.setflags(write=False)
-    data = DataFile(location, array, content_hash(array))
+    data = DataFile(resolved, array, content_hash(array))
     with _LOCK:
         return _remember(_FILES, key, data)
 

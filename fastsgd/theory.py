@@ -454,6 +454,7 @@ def compare_run(run, theory: TheoryCurves, *, floor=None, floor_theory=None,
     window = dict(t_min=t_min, t_max=t_max)
     d_floor = None
     if floor is not None:
+        _check_same_data(run, floor)
         if (floor.config.N, floor.config.D) != (run.config.N, run.config.D):
             raise ConfigError("floor", f"a run with the (N, D) of {run.path}", str(floor.path),
                               message=f"floor {floor.path}: its (N, D) differ from those of "

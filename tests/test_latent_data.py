@@ -79,13 +79,19 @@ def test_the_hash_sees_every_value_and_the_shape(data):
     Y[137, 5] = np.nextafter(Y[137, 5], np.inf)      # one ulp of one entry
     assert content_hash(Y) != h
     assert content_hash(X.reshape(100, 2 * D)) != h  # same bytes, another shape
-    assert content_hash(X.astype(np.float32)) == content_hash(X.astype(np.float32).astype(float))
 
 
 def test_integers_are_numbers(tmp_path):
     ints = np.arange(60, dtype=np.int16).reshape(20, 3) ** 2
     np.save(tmp_path / "i.npy", ints)
     np.testing.assert_array_equal(read_array(str(tmp_path / "i.npy")), ints.astype(float))
+
+
+def _npy_bytes(array) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("make, words", [
@@ -95,6 +101,7 @@ def test_integers_are_numbers(tmp_path):
     (lambda p: np.save(p, np.ones((20, 3), dtype=bool)), "holds bool values"),
     (lambda p: np.save(p, np.ones((20, 3), dtype=complex)), "holds complex128"),
     (lambda p: np.save(p, np.array([object()] * 3)), "holds Python objects, not numbers"),
+    (lambda p: p.write_bytes(_npy_bytes(np.ones((20, 3)))[:-40]), "cannot be read as .npy"),
     (lambda p: np.save(p, np.ones(20)), "1-D with shape (20,)"),
     (lambda p: np.save(p, np.ones((2, 20, 3))), "3-D"),
     (lambda p: np.save(p, np.where(np.eye(20, 3) > 0, np.nan, 1.0)), "3 non-finite entries"),
@@ -121,9 +128,40 @@ def test_hdf5_datasets_must_be_named_unless_one(tmp_path):
     with pytest.raises(LatentDataError, match="has no dataset 'nope'"):
         read_array(f"{path}:nope")
     np.testing.assert_array_equal(read_array(f"{path}:b"), np.ones((20, 3)))
+    with h5py.File(path, "a") as fh:
+        fh["broken"] = h5py.ExternalLink("missing.h5", "/x")
+    with pytest.raises(LatentDataError, match="has no dataset 'broken'"):   # a broken link
+        read_array(f"{path}:broken")
     np.save(tmp_path / "x.npy", np.ones((20, 3)))
     with pytest.raises(LatentDataError, match="x.npy:a does not exist"):   # no datasets in .npy
         read_array(f"{tmp_path / 'x.npy'}:a")
+
+
+def test_a_file_too_large_for_memory_is_refused_before_it_is_read(data, monkeypatch):
+    from fastsgd import resources
+    _, folder = data
+    need = 3 * 8 * 200 * D
+    monkeypatch.setattr(resources, "available_memory", lambda: need - 1)
+    for location in (folder / "x.npy", f"{folder / 'x.h5'}:group/latents"):
+        with pytest.raises(LatentDataError, match=r"of shape \(200, 12\) needs .* GiB in memory"):
+            read_array(str(location))
+    monkeypatch.setattr(resources, "available_memory", lambda: need)
+    read_array(str(folder / "x.npy"))
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_is_still_seen(data):
+    from fastsgd.latent_data import checked_data, open_data
+    X, folder = data
+    path = folder / "x.npy"
+    before = open_data(str(path))
+    info = os.stat(path)
+    Y = X.copy()
+    Y[5, 5] += 1.0
+    np.save(folder / "y.npy", Y)
+    os.replace(folder / "y.npy", path)                   # same size, another inode
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    with pytest.raises(LatentDataError, match="has changed"):
+        checked_data(str(path), before.sha256)
 
 
 def test_columns_and_rows(data):
@@ -257,11 +295,25 @@ def test_hdf5_configuration_and_replace(data):
     X, folder = data
     a = config(f"{folder / 'x.h5'}:group/latents")
     assert a.latent_data == f"{folder / 'x.h5'}:group/latents"
+    assert config(folder / "x.h5").latent_data == a.latent_data     # the dataset is recorded
     assert a.latent_data_sha256 == content_hash(X)
     np.save(folder / "y.npy", X[::-1])
     b = a.replace(latent_data=str(folder / "y.npy"))          # another file: read again
     assert b.latent_data_sha256 == content_hash(X[::-1]) != a.latent_data_sha256
     assert a.replace(lr=0.1).latent_data_sha256 == a.latent_data_sha256
+    from pathlib import Path
+    same = a.replace(latent_data=Path(folder / "x.h5"), latent_data_sha256=a.latent_data_sha256)
+    assert isinstance(same.latent_data, str) and same.to_json()       # a path-like location
+
+
+def test_replace_checks_another_standardization(tmp_path):
+    X = synthetic_latents(100, D, seed=1)
+    X[:, 4] = X[:, 2] - X[:, 3]                              # rank D − 1: whiten is refused
+    np.save(tmp_path / "s.npy", X)
+    cfg = config(tmp_path / "s.npy", standardize="population")
+    with pytest.raises(ConfigError, match="numerically singular"):
+        cfg.replace(standardize="whiten")
+    assert canonical(standard_normal_twin(cfg)).latent_data is None   # its floor still works
 
 
 @pytest.mark.parametrize("field, value", [
@@ -338,20 +390,23 @@ def test_the_matched_twin_has_the_data_moments(data, tmp_path):
 
 
 # ------------------------------------------------------------------ 5. input moments (§11.4)
-def test_input_moments_are_sums_over_the_rows(data):
+@pytest.mark.parametrize("f, standardize", [("erf", "whiten"), ("tanh", "population"),
+                                            ("sign", "sample")])
+def test_input_moments_are_sums_over_the_rows(data, f, standardize):
     X, folder = data
-    cfg = config(folder / "x.npy", standardize="whiten", f="erf")
+    cfg = config(folder / "x.npy", standardize=standardize, f=f)
     draws, moments = seed_moments(cfg, 0)
     Z = config_data_law(cfg).rows
-    x = fold_array(Z @ draws.features.T / math.sqrt(D), FOLD_CODES["erf"],
+    x = fold_array(Z @ draws.features.T / math.sqrt(D), FOLD_CODES[f],
                    np.empty((200, cfg.N)))
     assert moments.method == "exact" and moments.samples == 200 and moments.halves is None
     np.testing.assert_allclose(moments.mean, x.mean(0), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(moments.omega, np.cov(x.T, bias=True), rtol=1e-11, atol=1e-13)
     xc, zc = x - x.mean(0), Z - Z.mean(0)
     np.testing.assert_allclose(moments.phi, xc.T @ zc / 200, rtol=1e-11, atol=1e-13)
-    np.testing.assert_allclose(moments.latent_covariance, np.eye(D), atol=1e-12)
-    np.testing.assert_allclose(data_moments(Z, draws.features, "erf", mean_only=True),
+    np.testing.assert_allclose(moments.latent_covariance, np.cov(Z.T, bias=True), rtol=1e-11,
+                               atol=1e-12)
+    np.testing.assert_allclose(data_moments(Z, draws.features, f, mean_only=True),
                                x.mean(0), rtol=1e-12, atol=1e-14)
 
 
@@ -437,6 +492,9 @@ def test_a_sweep_refuses_to_resume_on_changed_data(data, tmp_path):
     changed, _ = read_grid(grid)
     with pytest.raises(GridError, match="has changed since the run .* refusing to resume"):
         _check_data_files([changed[0].job], tmp_path)
+    from fastsgd.sweep import sweep
+    with pytest.raises(GridError, match="refusing to resume"):   # before any cluster starts
+        sweep(grid, tmp_path, echo=lambda line: None)
 
 
 def test_compare_refuses_runs_of_two_data_sets(data, tmp_path):
