@@ -484,19 +484,28 @@ def plot(source, out) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Output file: .npy, or .h5 (dataset 'latents').")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
-def latents(name, out, overwrite) -> None:
+@click.option("--patch-size", type=int, default=None,
+              help="patches: side of a patch in pixels, 2 to 64.  [default: 16]")
+@click.option("--patch-stride", type=int, default=None,
+              help="patches: pixels between patch corners.  [default: half the side]")
+def latents(name, out, overwrite, patch_size, patch_stride) -> None:
     """Make a latent file from a data set that ships with a package (NAME: patches or digits;
     docs/model.md §11.5), for --latent-data; print its shape and moments."""
-    from fastsgd.datasets import MissingPackage, make_latents
+    from fastsgd.datasets import PATCH_SIZE, MissingPackage, make_latents
     from fastsgd.latent_data import content_hash, save_latents
 
     _check_output_file(out, "--out")
     if os.path.exists(out) and not overwrite:
         raise click.UsageError(f"--out: {out} exists; pass --overwrite to replace it")
+    if name != "patches" and (patch_size, patch_stride) != (None, None):
+        raise click.UsageError(f"--patch-size/--patch-stride: for patches only, not {name}")
     try:
-        array = make_latents(name)
+        array = make_latents(name, PATCH_SIZE if patch_size is None else patch_size,
+                             patch_stride)
     except MissingPackage as exc:
         raise click.UsageError(str(exc)) from None
+    except ValueError as exc:
+        raise click.UsageError(f"--patch-size/--patch-stride: {exc}") from None
     path = save_latents(array, out, overwrite)
     click.echo(f"wrote {path}: {name}, shape {array.shape}, sha256 {content_hash(array)}")
     for line in _latent_moments(array):

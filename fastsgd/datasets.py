@@ -67,10 +67,23 @@ def digits_latents() -> np.ndarray:
     return pixels[:, digits_columns(pixels)]
 
 
-def make_latents(name: str) -> np.ndarray:
-    """The latent vectors of data set ``name`` (one of :data:`DATASETS`)."""
+#: Patch sides that fit the 512-pixel photographs with room for many patches.
+PATCH_SIZES = range(2, 65)
+
+
+def make_latents(name: str, patch_size: int = PATCH_SIZE,
+                 patch_stride: int | None = None) -> np.ndarray:
+    """The latent vectors of data set ``name`` (one of :data:`DATASETS`); for patches, of side
+    ``patch_size`` on a grid of ``patch_stride`` pixels (default: half the side, at least 1)."""
     if name == "patches":
-        return patches_latents()
+        if patch_size not in PATCH_SIZES:
+            raise ValueError(f"patch size must be an integer in [{PATCH_SIZES[0]}, "
+                             f"{PATCH_SIZES[-1]}], got {patch_size!r}")
+        stride = max(1, patch_size // 2) if patch_stride is None else patch_stride
+        if not 1 <= stride <= patch_size:
+            raise ValueError(f"patch stride must be an integer in [1, {patch_size}] (the "
+                             f"patch size), got {stride!r}")
+        return patches_latents(patch_size, stride)
     if name == "digits":
         return digits_latents()
     raise ValueError(f"data set must be one of {', '.join(DATASETS)}, got {name!r}")

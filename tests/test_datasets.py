@@ -98,3 +98,32 @@ def test_the_pipeline_from_the_command_to_a_run(tmp_path):
                             standardize="whiten", steps=2000, records=3, test_size=200)
     run = fastsgd.simulate(cfg, out=tmp_path / "run.h5")
     assert run.status == ["ok"] and run.config.latent_data_sha256 == content_hash(X)
+
+
+def test_patch_size_and_stride():
+    import pywt.data
+    X = make_latents("patches", patch_size=8, patch_stride=8)
+    every = np.concatenate([image_patches(img / 255.0, 8, 8)
+                            for img in (pywt.data.ascent(), pywt.data.camera())])
+    flat = every.max(axis=1) == every.min(axis=1)
+    np.testing.assert_array_equal(X, every[~flat])
+    assert X.shape[1] == 64 and every.shape[0] == 2 * 64 * 64
+    assert make_latents("patches", patch_size=5).shape[1] == 25      # stride 2 by default
+    for size, stride, words in [(1, None, "patch size must be"), (65, None, "patch size must"),
+                                (8, 9, "patch stride must be an integer in [1, 8]"),
+                                (8, 0, "patch stride")]:
+        with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):
+            make_latents("patches", patch_size=size, patch_stride=stride)
+
+
+def test_patch_options_on_the_command_line(tmp_path):
+    ok = CliRunner().invoke(cli, ["latents", "patches", "--patch-size", "4", "--patch-stride",
+                                  "4", "--out", str(tmp_path / "p.npy")])
+    assert ok.exit_code == 0 and "shape (" in ok.output and ", 16), sha256" in ok.output
+    bad = CliRunner().invoke(cli, ["latents", "patches", "--patch-size", "99", "--out",
+                                   str(tmp_path / "q.npy")])
+    assert bad.exit_code == 2 and "patch size must be" in bad.output
+    assert not (tmp_path / "q.npy").exists()
+    digits = CliRunner().invoke(cli, ["latents", "digits", "--patch-size", "4", "--out",
+                                      str(tmp_path / "d.npy")])
+    assert digits.exit_code == 2 and "for patches only" in digits.output
