@@ -50,7 +50,7 @@ class OutputExistsError(FileExistsError):
 #: Fields named in a default output name only where they differ from their default.
 _EXTRA_FIELDS = ("precision", "input_model", "weights", "sigma", "sample_seed",
                  "first_seed_index", "train_second_layer", "means", "latent", "teacher",
-                 "moment_samples", "center_inputs")
+                 "moment_samples", "center_inputs", "latent_data")
 
 
 def _name_parts(cfg: SimConfig) -> list[str]:
@@ -66,6 +66,10 @@ def _name_parts(cfg: SimConfig) -> list[str]:
             parts.append("first-layer-only")
         elif name == "center_inputs":
             parts.append("centred")
+        elif name == "latent_data":   # the file's name and content (docs/model.md §11.1)
+            from fastsgd.latent_data import split_location
+            stem = Path(split_location(value)[0]).stem
+            parts.append(f"data-{stem}-{cfg.latent_data_sha256[:8]}")
         elif isinstance(value, tuple):
             parts.append("weights-explicit")
         elif isinstance(value, float):

@@ -435,6 +435,12 @@ def test_cli_implies_data_and_the_columns(data, tmp_path):
     run = fastsgd.load(out)
     assert (run.config.latent, run.config.D) == ("data", D)
     assert run.config.latent_data_shape == (200, D)
+    from fastsgd.io import default_output_path   # the default name: the file's stem and hash
+    name = default_output_path(run.config, tmp_path).name
+    assert name.endswith(f"_latent-data_data-x-{run.config.latent_data_sha256[:8]}.h5")
+    h5 = config(f"{folder / 'x.h5'}:group/latents")
+    assert default_output_path(h5, tmp_path).name.endswith(
+        f"_data-x-{h5.latent_data_sha256[:8]}.h5")
 
 
 @pytest.mark.parametrize("args, words", [
