@@ -534,3 +534,17 @@ def test_the_data_study_grid(tmp_path):
     # sample (with and without centring) and population (centring is x − 0 for its symmetric
     # twin); whiten's matched twin is N(0, I)
     assert len({job.name for c in cells for job in c.jobs}) == 2 * 20
+
+
+def test_data_runs_are_reproducible_at_any_thread_count(data, tmp_path):
+    """docs/model.md §7.8 for a data latent: threads 1 and 2 give identical files, and a seed
+    index run alone equals the same seed index of a multi-seed run."""
+    _, folder = data
+    cfg = config(folder / "x.npy", standardize="whiten", seeds=3, steps=1500)
+    a = fastsgd.simulate(cfg, out=tmp_path / "a.h5", threads=1)
+    b = fastsgd.simulate(cfg, out=tmp_path / "b.h5", threads=2)
+    for name in ("eg_mc", "final_w", "final_v", "Q"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    alone = fastsgd.simulate(cfg.replace(seeds=1, first_seed_index=2), out=tmp_path / "c.h5")
+    np.testing.assert_array_equal(alone.eg_mc[0], a.eg_mc[2])
+    np.testing.assert_array_equal(alone.final_w[0], a.final_w[2])
