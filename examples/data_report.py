@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from matched_report import mark, pm     # examples/ is on the path when run as a script
+from matched_report import judged, pm   # examples/ is on the path when run as a script
 from moments_report import moments_cell
 from universality_report import num, read
 
@@ -28,9 +28,9 @@ def cell_table(rows: list[dict], title: str) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['N']} | {r['standardize']} | {r['center_inputs']} | "
-              f"{pm(r, 'eg_dev_ode')}{mark(r['verdict'])} | {pm(r, 'floor_ode')} | "
-              f"{pm(r, 'eg_dev_ref')}{mark(r['verdict_ref'])} | {pm(r, 'floor_ref')} | "
-              f"{pm(r, 'eg_dev_matched')}{mark(r['verdict_matched'])} | "
+              f"{judged(r, 'ode')} | {pm(r, 'floor_ode')} | "
+              f"{judged(r, 'ref')} | {pm(r, 'floor_ref')} | "
+              f"{judged(r, 'matched')} | "
               f"{pm(r, 'floor_matched')} | {moments_cell(r)} | {pm(r, 'floor_moments')} | "
               f"{r['universality']} ({r['universality_holm']}) |")
     print()

@@ -33,6 +33,16 @@ def mark(verdict: str) -> str:
     return {"deviates": " ✗", "matches": "", "failed": " failed"}.get(verdict, " ?")
 
 
+#: The verdict column of each comparison whose deviation is eg_dev_<comparison>.
+VERDICTS = {"ode": "verdict", "ref": "verdict_ref", "matched": "verdict_matched",
+            "moments": "verdict_moments"}
+
+
+def judged(row: dict, against: str) -> str:
+    """d̄ ± s.e.m. of eg_mc against ``against`` (a key of VERDICTS), marked ✗ if it deviates."""
+    return pm(row, f"eg_dev_{against}") + mark(row[VERDICTS[against]])
+
+
 def same(text, value) -> bool:
     """A summary field (numbers written with 6 significant digits) against a value."""
     if isinstance(value, (int, float)):
@@ -56,7 +66,7 @@ def scalar_against_ode(rows: list[dict]) -> None:
             if not all(cells):
                 continue
             print(f"| {std} | {m} | " + " | ".join(
-                pm(c[0], "eg_dev_ode") + mark(c[0]["verdict"]) for c in cells) + " |")
+                judged(c[0], "ode") for c in cells) + " |")
     print()
 
 
@@ -67,9 +77,9 @@ def matched_cells(rows: list[dict], title: str) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['standardize']} | {r['block_size']} | {r['m']} | {r['alpha']} | "
-              f"{pm(r, 'eg_dev_ode')}{mark(r['verdict'])} | "
-              f"{pm(r, 'eg_dev_ref')}{mark(r['verdict_ref'])} | {pm(r, 'floor_ref')} | "
-              f"{pm(r, 'eg_dev_matched')}{mark(r['verdict_matched'])} | "
+              f"{judged(r, 'ode')} | "
+              f"{judged(r, 'ref')} | {pm(r, 'floor_ref')} | "
+              f"{judged(r, 'matched')} | "
               f"{pm(r, 'floor_matched')} | {r['universality']} ({r['universality_holm']}) | "
               f"{num(r['nu0_kurtosis']):.2f} |")
     print()

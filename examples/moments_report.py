@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.deviation import aggregate, eg_deviation
-from matched_report import CLASSES, mark, pm   # examples/ is on the path as a script
+from matched_report import CLASSES, judged, pm   # examples/ is on the path as a script
 from universality_report import num, read
 
 
@@ -27,7 +27,7 @@ def moments_cell(r: dict) -> str:
     if r["verdict_moments"] == "unavailable":
         reason = r["moments_unavailable"].split(" (")[0]
         return "refused: " + reason.replace("the inputs have ", "")
-    return pm(r, "eg_dev_moments") + mark(r["verdict_moments"])
+    return judged(r, "moments")
 
 
 def focus_table(rows: list[dict]) -> None:
@@ -37,7 +37,7 @@ def focus_table(rows: list[dict]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['teacher']} | {r['standardize']} | {r['center_inputs']} | "
-              f"{pm(r, 'eg_dev_ode')}{mark(r['verdict'])} | {pm(r, 'floor_ode')} | "
+              f"{judged(r, 'ode')} | {pm(r, 'floor_ode')} | "
               f"{moments_cell(r)} | {pm(r, 'floor_moments')} | {pm(r, 'matched_dev_moments')} | "
               f"{r['universality']} ({r['universality_holm']}) |")
     print()
@@ -91,7 +91,7 @@ def centred_cells(rows: list[dict]) -> None:
                                          num(r["m"]), num(r["alpha"]))):
         error = num(r["moments_error"])
         print(f"| {r['standardize']} | {r['block_size']} | {r['m']} | {r['alpha']} | "
-              f"{pm(r, 'eg_dev_ode')}{mark(r['verdict'])} | {moments_cell(r)} | "
+              f"{judged(r, 'ode')} | {moments_cell(r)} | "
               f"{pm(r, 'floor_moments')} | {'-' if error != error else f'{error:.1g}'} | "
               f"{r['universality']} ({r['universality_holm']}) | "
               f"{r.get('verdict_moments_holm', '')} |")

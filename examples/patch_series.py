@@ -20,6 +20,8 @@ import numpy as np
 
 from fastsgd.datasets import projection_kurtosis
 from fastsgd.latent_data import read_array, standardize_data
+from matched_report import judged, pm   # examples/ is on the path when run as a script
+from moments_report import moments_cell
 
 SIDES = (8, 12, 16, 20)
 GRID = """[base]
@@ -56,10 +58,6 @@ def fastsgd(*args: str) -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def pm(row: dict, prefix: str) -> str:
-    return f"{float(row[prefix + '_mean']):.3f} ± {float(row[prefix + '_sem']):.3f}"
-
-
 def main(out: Path) -> None:
     from fastsgd.summary import read_summary
     out.mkdir(parents=True, exist_ok=True)
@@ -77,13 +75,9 @@ def main(out: Path) -> None:
         grid.write_text(GRID.format(N=2 * D, D=D, data=data.resolve()))
         fastsgd("sweep", str(grid), "--out", str(out / f"sweep{side}"))
         for r in read_summary(out / f"sweep{side}" / "summary.csv"):
-            moments = (pm(r, "eg_dev_moments") + (" ✗" if r["verdict_moments"] == "deviates"
-                                                  else "")
-                       if r["verdict_moments"] != "unavailable" else "refused (E x ≠ 0)")
             print(f"| {side} | {D} | {rows.shape[0]} | {kurtosis:.2f} | {r['center_inputs']} | "
-                  f"{pm(r, 'eg_dev_ode')}{' ✗' if r['verdict'] == 'deviates' else ''} | "
-                  f"{pm(r, 'floor_ode')} | {moments} | {pm(r, 'floor_moments')} | "
-                  f"{r['universality']} ({r['universality_holm']}) |")
+                  f"{judged(r, 'ode')} | {pm(r, 'floor_ode')} | {moments_cell(r)} | "
+                  f"{pm(r, 'floor_moments')} | {r['universality']} ({r['universality_holm']}) |")
 
 
 if __name__ == "__main__":

@@ -181,17 +181,15 @@ def _latent_data_defaults(fields: dict) -> None:
     if fields["latent_data"] is None:
         return
     from click.core import ParameterSource
-    from fastsgd.latent_data import LatentDataError, open_data
+    from fastsgd.config import latent_data_errors
+    from fastsgd.latent_data import open_data
 
     ctx = click.get_current_context()
     if ctx.get_parameter_source("latent") == ParameterSource.DEFAULT:
         fields["latent"] = "data"
     if ctx.get_parameter_source("D") == ParameterSource.DEFAULT:
-        try:
+        with latent_data_errors():
             fields["D"] = open_data(fields["latent_data"]).shape[1]
-        except LatentDataError as exc:
-            raise ConfigError("latent_data", "a readable file of latent vectors",
-                              message=f"latent_data {exc}") from None
 
 
 def _flag_message(exc: ConfigError | OutputExistsError) -> str:

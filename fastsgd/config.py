@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import contextmanager
 import math
 import os
 import numbers
@@ -273,10 +274,10 @@ class SimConfig:
             raise ConfigError("latent", "data (or matched_gaussian, its matched twin) with "
                               "latent_data", self.latent)
         for name in DATA_FIXED_FIELDS:
-            if getattr(self, name) != DATA_FIXED_VALUES[name]:
-                raise ConfigError(name, f"{DATA_FIXED_VALUES[name]!r} (its default)",
+            if getattr(self, name) != DEFAULTS[name]:
+                raise ConfigError(name, f"{DEFAULTS[name]!r} (its default)",
                                   getattr(self, name), message=f"{name} has no meaning for a "
-                                  f"data latent: leave it at {DATA_FIXED_VALUES[name]!r}, got "
+                                  f"data latent: leave it at {DEFAULTS[name]!r}, got "
                                   f"{getattr(self, name)!r}")
         if self.block_size != self.D:
             raise ConfigError("block_size", f"D = {self.D} (its default)", self.block_size,
@@ -290,28 +291,15 @@ class SimConfig:
             self._check_recorded_latent_data()
 
     def _describe_latent_data(self) -> None:
-        from fastsgd.latent_data import LatentDataError, describe
-        try:
+        from fastsgd.latent_data import describe
+        with latent_data_errors():
             data = describe(os.fspath(self.latent_data), self.D, self.standardize)
-        except LatentDataError as exc:
-            raise ConfigError("latent_data", "a readable file of latent vectors",
-                              message=f"latent_data {exc}") from None
         object.__setattr__(self, "latent_data", data.location)
         object.__setattr__(self, "latent_data_shape", data.shape)
         object.__setattr__(self, "latent_data_sha256", data.sha256)
 
-    def _check_data_standardization(self) -> None:
-        """The recorded file, unchanged, can be standardized as this config says (§11.2)."""
-        from fastsgd.latent_data import LatentDataError, data_law
-        try:
-            data_law(self.latent_data, self.latent_data_sha256, self.standardize)
-        except LatentDataError as exc:
-            raise ConfigError("latent_data", "a file this standardization applies to",
-                              message=f"latent_data {exc}") from None
-
     def _check_recorded_latent_data(self) -> None:
-        from fastsgd.latent_data import (LatentDataError, absolute_location, check_shape,
-                                         is_sha256)
+        from fastsgd.latent_data import absolute_location, check_shape, is_sha256
         object.__setattr__(self, "latent_data", absolute_location(os.fspath(self.latent_data)))
         if not is_sha256(self.latent_data_sha256):
             raise ConfigError("latent_data_sha256", "a SHA-256 hex digest (64 hex digits)",
@@ -324,11 +312,8 @@ class SimConfig:
         if len(shape) != 2:
             raise ConfigError("latent_data_shape", "two positive integers (P, D)",
                               self.latent_data_shape)
-        try:
+        with latent_data_errors():
             check_shape(shape, self.D, self.latent_data)
-        except LatentDataError as exc:
-            raise ConfigError("latent_data", "a file of D columns and at least D + 1 rows",
-                              message=f"latent_data {exc}") from None
         object.__setattr__(self, "latent_data_shape", shape)
 
     def _validated_weights(self) -> str | tuple[float, ...]:
@@ -422,7 +407,7 @@ class SimConfig:
         cfg = SimConfig.from_dict(data)
         if cfg.latent == "data" and cfg.standardize != self.standardize and \
                 cfg.latent_data_sha256 == self.latent_data_sha256 is not None:
-            cfg._check_data_standardization()   # the same file, another standardization
+            config_data_law(cfg)   # the same file, another standardization
         return cfg
 
 
@@ -438,10 +423,28 @@ OMITTED_AT_DEFAULT = ("means", "latent", "teacher", "moment_samples", "center_in
 LATENT_LAW_FIELDS = ("m", "alpha", "weights", "block_size", "standardize", "means", "latent",
                      "moment_samples", "latent_data", "latent_data_shape", "latent_data_sha256")
 
-#: The mixture's fields, which a data latent (docs/model.md §11.1) must leave at these values.
+#: The mixture's fields, which a data latent (docs/model.md §11.1) must leave at their defaults.
 DATA_FIXED_FIELDS = ("m", "alpha", "means", "weights", "teacher")
-DATA_FIXED_VALUES = {"m": 1, "alpha": 0.0, "means": "vector", "weights": "uniform",
-                     "teacher": "random"}
+
+
+@contextmanager
+def latent_data_errors():
+    """A :class:`fastsgd.latent_data.LatentDataError` inside becomes a ConfigError naming
+    latent_data (one line, exit 2 on the command line)."""
+    from fastsgd.latent_data import LatentDataError
+    try:
+        yield
+    except LatentDataError as exc:
+        raise ConfigError("latent_data", "a usable file of latent vectors",
+                          message=f"latent_data {exc}") from None
+
+
+def config_data_law(cfg: SimConfig):
+    """The standardized empirical law of ``cfg``'s data file (docs/model.md §11), the file
+    checked against the configuration's content hash."""
+    from fastsgd.latent_data import data_law
+    with latent_data_errors():
+        return data_law(cfg.latent_data, cfg.latent_data_sha256, cfg.standardize)
 
 
 def gaussian_latent(cfg: SimConfig, **changes: Any) -> SimConfig:

@@ -16,14 +16,15 @@ configuration keeps the location, the shape and a hash of the content
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+
+from fastsgd.observables import centred_covariance, field_shape
 
 #: File suffixes read as HDF5 (anything else must be a .npy file).
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
@@ -180,7 +181,7 @@ def content_hash(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)   # hashed by identity: the key of its standardized laws
 class DataFile:
     """A checked latent-data file: its absolute location, values, shape and content hash."""
 
@@ -224,11 +225,9 @@ class DataLaw:
 
 
 def _centred_moments(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (1/P) of the rows."""
-    mean = array.mean(axis=0)
-    centred = array - mean
-    covariance = centred.T @ centred / array.shape[0]
-    return mean, (covariance + covariance.T) / 2
+    """Mean and covariance (1/P, made exactly symmetric) of the rows."""
+    covariance = centred_covariance(array, array)
+    return array.mean(axis=0), (covariance + covariance.T) / 2
 
 
 def _constant(std: np.ndarray) -> np.ndarray:
@@ -301,38 +300,25 @@ def standardize_data(array: np.ndarray, standardize: str) -> DataLaw:
 
 
 # ------------------------------------------------------------------ files of a configuration
-_FILES: OrderedDict = OrderedDict()
-_LAWS: OrderedDict = OrderedDict()
-_LOCK = threading.Lock()
-
-
-def _remember(cache: OrderedDict, key, value):
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > CACHE_SIZE:
-        cache.popitem(last=False)
-    return value
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _read(location: str, size: int, mtime_ns: int, inode: int, ctime_ns: int) -> DataFile:
+    """The file at ``location`` as it is at that size, modification time, inode and
+    status-change time (a rewrite that keeps size and mtime still changes the inode or ctime)."""
+    array, resolved = _load(location)
+    array.setflags(write=False)
+    return DataFile(resolved, array, content_hash(array))
 
 
 def open_data(location: str) -> DataFile:
-    """The checked file at ``location`` (read again only when its size or modification time
-    changed); raises :class:`LatentDataError`."""
+    """The checked file at ``location``, read again only when it changed on disk; raises
+    :class:`LatentDataError`."""
     location = absolute_location(location)
     path, _ = split_location(location)
     try:
         info = os.stat(path)
     except OSError:
         raise LatentDataError(f"{path} does not exist (or is not a file)") from None
-    # inode and ctime too: a rewrite that keeps the size and resets the mtime is still seen
-    key = (location, info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
-    with _LOCK:
-        if key in _FILES:
-            return _FILES[key]
-    array, resolved = _load(location)
-    array.setflags(write=False)
-    data = DataFile(resolved, array, content_hash(array))
-    with _LOCK:
-        return _remember(_FILES, key, data)
+    return _read(location, info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
 
 
 def checked_data(location: str, sha256: str) -> DataFile:
@@ -346,22 +332,21 @@ def checked_data(location: str, sha256: str) -> DataFile:
     return data
 
 
-def data_law(location: str, sha256: str, standardize: str) -> DataLaw:
-    """The standardized empirical law of the file at ``location`` whose content hash must be
-    ``sha256``; computed once per process for each (file, standardization)."""
-    data = checked_data(location, sha256)
-    key = (data.location, data.sha256, standardize)
-    with _LOCK:
-        if key in _LAWS:
-            return _LAWS[key]
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _standardized(data: DataFile, standardize: str) -> DataLaw:
     try:
         law = standardize_data(data.array, standardize)
     except LatentDataError as exc:
         raise LatentDataError(f"{data.location}: {exc}") from None
     for array in (law.rows, law.mean, law.covariance):
         array.setflags(write=False)
-    with _LOCK:
-        return _remember(_LAWS, key, law)
+    return law
+
+
+def data_law(location: str, sha256: str, standardize: str) -> DataLaw:
+    """The standardized empirical law of the file at ``location`` whose content hash must be
+    ``sha256``; computed once per process for each (file, standardization)."""
+    return _standardized(checked_data(location, sha256), standardize)
 
 
 def describe(location: str, D: int, standardize: str) -> DataFile:
@@ -414,14 +399,12 @@ def is_sha256(text) -> bool:
 def summary(law: DataLaw) -> dict:
     """The moments a user checks a data law by: shape, mean and variance ranges, covariance
     eigenvalue range, and the excess kurtosis of the coordinates (median, max |·|)."""
-    rows = law.rows
-    centred = rows - law.mean
     variance = np.diag(law.covariance)
     eigenvalues = np.linalg.eigvalsh(law.covariance)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kurtosis = np.mean(centred ** 4, axis=0) / variance ** 2 - 3.0
+    kurtosis = field_shape(law.rows)[1]
     finite = kurtosis[np.isfinite(kurtosis)]
-    return {"shape": rows.shape, "mean_range": (float(law.mean.min()), float(law.mean.max())),
+    return {"shape": law.rows.shape,
+            "mean_range": (float(law.mean.min()), float(law.mean.max())),
             "variance_range": (float(variance.min()), float(variance.max())),
             "eigenvalue_range": (float(eigenvalues[0]), float(eigenvalues[-1])),
             "excess_kurtosis_median": float(np.median(finite)) if finite.size else math.nan,

@@ -16,13 +16,12 @@ import numpy as np
 from analysis.activations import (ACTIVATION_CODES, FOLD_CODES, activation_array, fold_array,
                                   folding_coefficients)
 from analysis.ode import HmmInitialState
-from fastsgd.config import ConfigError, SimConfig
+from fastsgd.config import ConfigError, SimConfig, config_data_law
 from fastsgd.observables import centred_covariance, spectral_initial_state
 from fastsgd.input_law import Stopped as InputMomentsStopped
 from fastsgd.input_law import InputMoments, data_moments, input_moments
 from fastsgd.matched import MatchedLaw, matched_law
 from fastsgd.matched import Stopped as MomentsStopped
-from fastsgd.latent_data import DataLaw, LatentDataError, data_law
 from fastsgd.matched import empirical_law
 from fastsgd.sampling import (DataRows, LatentLaw, Mixture, aligned_direction, draw_latents,
                               draw_mixture, fill_standard_normal, latent_law, mixture_moments)
@@ -70,16 +69,6 @@ class SeedProblem(SeedDraws):
 def exact_int8_test_inputs(cfg: SimConfig) -> bool:
     """Sign-folded, uncentred HMM inputs are stored as int8: exact, and 8× smaller."""
     return cfg.f == "sign" and cfg.input_model == "hmm" and not cfg.center_inputs
-
-
-def config_data_law(cfg: SimConfig) -> DataLaw:
-    """The standardized empirical law of ``cfg``'s data file (docs/model.md §11), the file
-    checked against the configuration's content hash (ConfigError naming latent_data)."""
-    try:
-        return data_law(cfg.latent_data, cfg.latent_data_sha256, cfg.standardize)
-    except LatentDataError as exc:
-        raise ConfigError("latent_data", "the file this configuration was made with",
-                          message=f"latent_data {exc}") from None
 
 
 def seed_latent_law(cfg: SimConfig, mixture: Mixture) -> LatentLaw | DataRows:

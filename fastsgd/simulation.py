@@ -61,7 +61,7 @@ def simulate(cfg: SimConfig, out=None, overwrite: bool = False, threads: int | N
     threads = min(cfg.seeds, usable_cores() if threads is None
                   else parse_count(threads, "threads", 1, MAX_SEEDS))
     if cfg.latent_data is not None:   # the data file, checked against its hash (§11.1)
-        from fastsgd.problem import config_data_law
+        from fastsgd.config import config_data_law
         config_data_law(cfg)
     output = io.resolve_output(cfg, out, overwrite)
     check_resources(cfg, threads, output.target.parent)

@@ -150,7 +150,8 @@ def check_moments_theory_applies(cfg) -> None:
 def _latent_mean_text(cfg) -> str:
     """‖E c‖ of the first seed where it is cheap to know exactly, else "E c"."""
     from fastsgd.matched import matched_law
-    from fastsgd.problem import config_data_law, seed_draws
+    from fastsgd.config import config_data_law
+    from fastsgd.problem import seed_draws
     if cfg.latent_data is not None:
         return f"‖E c‖ = {float(np.linalg.norm(config_data_law(cfg).mean)):.3g}"
     if cfg.standardize == "sample" and cfg.matched_method == "monte_carlo":
